@@ -1,0 +1,364 @@
+"""`Budget`: the async API. Every rule lives in the kernel; every counter in a store."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Union, final
+
+from . import _log
+from ._errors import (
+    BudgetExceeded,
+    BudgetExhausted,
+    InvalidAmount,
+    InvalidLimits,
+    RequestLimitExceeded,
+)
+from ._reservation import OnUnrecorded, Reservation
+from ._seeds import BudgetTokens, BudgetUnits
+from ._units import Usage
+from .kernel import MAX_AMOUNT, Denial, Limit, Outcome, Snapshot, Status, Verdict, first_over
+from .protocols import Account, LocalAccount, Store
+from .stores.memory import MemoryStore
+
+__all__ = ["Amounts", "Budget", "Callback"]
+
+Amounts = Union[Usage, Mapping[str, int]]  # noqa: UP007 - a runtime alias on Python 3.10
+"""What an amount argument accepts besides keywords: a `Usage` or ``{dimension: int}``."""
+
+Callback = Callable[[str | None, Verdict], Union[Awaitable[None], None]]  # noqa: UP007
+"""``on_warn`` / ``on_exhausted``: called with the budget's name and the verdict."""
+
+_ON_UNRECORDED = ("refund", "charge")
+
+
+@final
+class Budget:
+    """A finite budget that many concurrent tasks share.
+
+    Think of it as a ledger of *dimensions* (tokens, cost in micro-dollars, calls, any
+    unit), each with a limit. Work reserves an estimate before it starts, records what
+    it really used, and on leaving settles: the estimate is released and the real usage
+    charged, so a cancelled or failed task never leaks budget and no interleaving of
+    tasks, threads or event loops can overspend.
+
+    ``Budget({TOKENS: Limit(100_000, warn=80_000), COST: usd("5"), CALLS: 50})``
+
+    It is not a rate limiter: nothing refills with time; `reset` starts a new period.
+    The counters live in the *store* (a private `MemoryStore` by default; a `RedisStore`
+    shares a budget between processes).
+    """
+
+    __slots__ = (
+        "_account",
+        "_lineage",
+        "_local",
+        "_on_exhausted",
+        "_on_warn",
+        "_parent",
+        "_store",
+        "name",
+    )
+
+    def __init__(
+        self,
+        limits: Mapping[str, Limit | int],
+        *,
+        name: str | None = None,
+        store: Store | None = None,
+        on_warn: Callback | None = None,
+        on_exhausted: Callback | None = None,
+        update_limits: bool = False,
+        _parent: Budget | None = None,
+    ) -> None:
+        if not isinstance(limits, Mapping):
+            raise InvalidLimits(
+                f"limits must be a mapping of dimension to Limit or int, not {limits!r}"
+            )
+        if name is not None and not isinstance(name, str):
+            raise InvalidLimits(f"a budget's name is a str, not {name!r}")
+        self.name = name
+        self._store: Store = store if store is not None else MemoryStore()
+        self._parent = _parent
+        self._on_warn = on_warn
+        self._on_exhausted = on_exhausted
+        self._account: Account = self._store.open(
+            name,
+            {dim: Limit.of(limit) for dim, limit in limits.items()},
+            parent=_parent._account if _parent is not None else None,
+            update_limits=update_limits,
+        )
+        self._local = self._account if isinstance(self._account, LocalAccount) else None
+        self._lineage: tuple[Budget, ...] = (self, *(_parent._lineage if _parent else ()))
+
+    def __repr__(self) -> str:
+        return f"<Budget {self.name!r} dims={self.dims} store={self._store!r}>"
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """The dimensions, in declaration order."""
+        return self._account.dims
+
+    @property
+    def store(self) -> Store:
+        """Where the counters live."""
+        return self._store
+
+    @property
+    def parent(self) -> Budget | None:
+        """The parent budget, for a child."""
+        return self._parent
+
+    # -- amounts ------------------------------------------------------------------------
+
+    def _vector(self, amounts: Amounts | None, dims: Mapping[str, object]) -> tuple[int, ...]:
+        account = self._account
+        if amounts is None:
+            return account.vector(dims)
+        if isinstance(amounts, Usage):
+            vector = account.vector(amounts.amounts(account.dims))
+        elif isinstance(amounts, Mapping):
+            vector = account.vector(amounts)
+        else:
+            raise InvalidAmount(
+                f"amounts must be a Usage or a mapping of dimension to int, not {amounts!r}",
+                value=amounts,
+            )
+        if not dims:
+            return vector
+        extra = account.vector(dims)
+        return tuple(min(a + b, MAX_AMOUNT) for a, b in zip(vector, extra))
+
+    def _caps(self, request_limit: Amounts | None) -> tuple[int, ...] | None:
+        if request_limit is None:
+            return None
+        if isinstance(request_limit, Usage):
+            request_limit = {k: v for k, v in request_limit.amounts(self.dims).items() if v}
+        named = self._account.vector(request_limit)
+        return tuple(
+            cap if dim in request_limit else MAX_AMOUNT for dim, cap in zip(self.dims, named)
+        )
+
+    # -- reservations -------------------------------------------------------------------
+
+    def reserve(
+        self,
+        amounts: Amounts | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        use_headroom: bool = False,
+        request_limit: Amounts | None = None,
+        on_unrecorded: OnUnrecorded = "refund",
+        **dims: int,
+    ) -> Reservation:
+        """A reservation of *amounts*, made when entered: ``async with budget.reserve(...)``.
+
+        Without *timeout* a reservation that does not fit raises `BudgetExhausted` at
+        once. With *timeout* (seconds, ``math.inf`` allowed) it waits, first come first
+        served, for live reservations to settle, and still fails at once when spent
+        alone makes it impossible. Bad amounts raise here, before anything changes.
+        """
+        vector = self._vector(amounts, dims)
+        if timeout is not None and not (isinstance(timeout, int | float) and timeout >= 0):
+            raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
+        if on_unrecorded not in _ON_UNRECORDED:
+            raise ValueError(f"on_unrecorded must be 'refund' or 'charge', not {on_unrecorded!r}")
+        caps = self._caps(request_limit)
+        if caps is not None:
+            i = first_over(vector, caps)
+            if i >= 0:
+                _log.logger.info(
+                    _log.DENIED,
+                    budget=self.name,
+                    dim=self.dims[i],
+                    requested=vector[i],
+                    limit=caps[i],
+                    reason="request_limit",
+                )
+                raise RequestLimitExceeded(
+                    dim=self.dims[i], requested=vector[i], limit=caps[i], budget=self.name
+                )
+        return Reservation(
+            self,
+            vector,
+            timeout=timeout,
+            use_headroom=use_headroom,
+            request_limit=caps,
+            on_unrecorded=on_unrecorded,
+        )
+
+    async def try_reserve(
+        self,
+        amounts: Amounts | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        use_headroom: bool = False,
+        request_limit: Amounts | None = None,
+        on_unrecorded: OnUnrecorded = "refund",
+        **dims: int,
+    ) -> Reservation | None:
+        """An entered `Reservation`, or ``None`` when it does not fit.
+
+        Close it with ``async with reservation:``, ``await reservation.commit()`` or
+        ``await reservation.release()``.
+        """
+        reservation = self.reserve(
+            amounts,
+            timeout=timeout,
+            use_headroom=use_headroom,
+            request_limit=request_limit,
+            on_unrecorded=on_unrecorded,
+            **dims,
+        )
+        if await reservation._enter():
+            return reservation
+        assert reservation._denial is not None
+        self._log_denial(reservation._denial)
+        return None
+
+    def _log_denial(self, denial: Denial) -> None:
+        _log.logger.info(
+            _log.DENIED,
+            budget=self.name,
+            level=denial.budget,
+            dim=denial.dim,
+            requested=denial.requested,
+            remaining=denial.remaining,
+            reason="queued" if denial.queued else "impossible" if denial.impossible else "full",
+        )
+
+    def _denied(self, denial: Denial) -> BudgetExhausted:
+        self._log_denial(denial)
+        reason = None
+        if denial.queued:
+            reason = "earlier waiting reservations come first"
+        elif denial.impossible:
+            reason = "spent alone rules it out; waiting cannot help"
+        return BudgetExhausted(
+            dim=denial.dim,
+            requested=denial.requested,
+            remaining=denial.remaining,
+            budget=denial.budget,
+            reason=reason,
+        )
+
+    # -- direct operations ----------------------------------------------------------------
+
+    async def charge(
+        self, amounts: Amounts | None = None, /, *, strict: bool = False, **dims: int
+    ) -> Verdict:
+        """Add usage to ``spent`` without a reservation and return the verdict.
+
+        Never refused, unless *strict*: then a charge that would pass a limit raises
+        `BudgetExceeded` and changes nothing.
+        """
+        vector = self._vector(amounts, dims)
+        try:
+            outcome = await self._account.charge(vector, strict=strict)
+        except BudgetExceeded as exc:
+            _log.logger.info(
+                _log.DENIED,
+                budget=self.name,
+                level=exc.budget,
+                dim=exc.dim,
+                attempted=exc.attempted,
+                limit=exc.limit,
+                reason="strict_charge",
+            )
+            raise
+        if _log.logger.debug_enabled:
+            _log.logger.debug(
+                _log.CHARGED,
+                budget=self.name,
+                amounts=dict(zip(self.dims, vector)),
+                status=outcome.verdict.status.value,
+            )
+        if outcome.crossings:
+            await self._announce(outcome)
+        return outcome.verdict
+
+    async def snapshot(self) -> Snapshot:
+        """This budget's limits, spent, reserved, remaining and verdict, consistently."""
+        return await self._account.snapshot()
+
+    async def remaining(self) -> dict[str, int]:
+        """What is left per dimension: ``limit - spent - reserved``, floored at 0."""
+        return dict((await self._account.snapshot()).remaining)
+
+    async def reset(self) -> None:
+        """Start a new period: ``spent`` goes to 0; live reservations stay counted.
+
+        A child's reset leaves its parent alone, and a parent's its children.
+        """
+        await self._account.reset()
+        _log.logger.info(_log.RESET, budget=self.name)
+
+    async def set_limits(self, limits: Mapping[str, Limit | int]) -> Verdict:
+        """Change the limits of this budget's dimensions (same names, same order)."""
+        new = {dim: Limit.of(limit) for dim, limit in limits.items()}
+        outcome = await self._account.set_limits(new)
+        _log.logger.info(
+            _log.LIMITS_UPDATED, budget=self.name, limits={d: v.limit for d, v in new.items()}
+        )
+        return outcome.verdict
+
+    # -- hierarchy ----------------------------------------------------------------------
+
+    def child(
+        self,
+        limits: Mapping[str, Limit | int],
+        *,
+        name: str | None = None,
+        on_warn: Callback | None = None,
+        on_exhausted: Callback | None = None,
+        update_limits: bool = False,
+    ) -> Budget:
+        """A budget inside this one: every operation on it applies to this budget (and
+        its ancestors) too, atomically. A reservation fits only if it fits at every
+        level; dimensions a parent lacks are not charged to it."""
+        return Budget(
+            limits,
+            name=name,
+            store=self._store,
+            on_warn=on_warn,
+            on_exhausted=on_exhausted,
+            update_limits=update_limits,
+            _parent=self,
+        )
+
+    # -- adapters -----------------------------------------------------------------------
+
+    def as_guard(self, dim: str) -> BudgetUnits:
+        """This budget as a `BudgetGuard` over one dimension."""
+        return BudgetUnits(self, dim)
+
+    def as_token_budget(self) -> BudgetTokens:
+        """This budget as a `TokenBudget` (over ``tokens``, or input and output tokens)."""
+        return BudgetTokens(self)
+
+    # -- observability ----------------------------------------------------------------
+
+    async def _announce(self, outcome: Outcome) -> None:
+        """Log each crossing once and call the owning budget's callback."""
+        for crossing in outcome.crossings:
+            verdict = crossing.verdict
+            owner = next((b for b in self._lineage if b.name == crossing.budget), self)
+            if verdict.status is Status.EXHAUSTED:
+                event, callback = _log.EXHAUSTED, owner._on_exhausted
+            else:
+                event, callback = _log.WARN, owner._on_warn
+            _log.logger.warning(event, budget=crossing.budget, dim=verdict.dim)
+            if callback is None:
+                continue
+            try:
+                result = callback(crossing.budget, verdict)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # noqa: BLE001 - a callback must not break accounting
+                _log.logger.error(
+                    _log.CALLBACK_FAILED, budget=crossing.budget, crossing=event, error=repr(exc)
+                )

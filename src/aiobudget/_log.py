@@ -1,0 +1,125 @@
+"""The logger and the event names aiobudget emits.
+
+aiobudget logs through structlog and never configures it: the application does. Event
+names are stable (they are part of the contract); every event carries ``budget`` (the
+budget's name) and the amounts involved as ``{dimension: int}`` mappings.
+
+Per-operation events (reserved, settled, released, charged) are DEBUG. They are skipped
+while structlog is unconfigured, because structlog's default prints every level to
+stdout and a library must not flood an application that never asked for logs; the
+events that matter without asking (denied, warn, exhausted, unrecorded, over request
+limit) are always emitted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import structlog
+
+# structlog's private configuration record: read (never written) only to notice that the
+# application reconfigured logging, so the resolved logger can be cached between calls.
+# Resolving through the lazy proxy on every call costs microseconds per reservation.
+from structlog import _config as _structlog_config
+
+__all__ = [
+    "ABANDONED",
+    "CALLBACK_FAILED",
+    "CHARGED",
+    "DENIED",
+    "EXHAUSTED",
+    "LIMITS_UPDATED",
+    "OVER_REQUEST_LIMIT",
+    "RELEASED",
+    "RESERVED",
+    "RESET",
+    "SETTLED",
+    "UNRECORDED",
+    "WAITING",
+    "WARN",
+    "logger",
+]
+
+RESERVED: Final = "budget.reserved"
+"""A reservation was made (DEBUG): ``amounts``."""
+WAITING: Final = "budget.waiting"
+"""A reservation joined the wait queue (DEBUG): ``amounts``, ``timeout``."""
+DENIED: Final = "budget.denied"
+"""A reservation or strict charge was refused (INFO): ``dim``, ``requested``, ``remaining``,
+``level`` (the budget that said no)."""
+SETTLED: Final = "budget.settled"
+"""A reservation was settled (DEBUG): ``reserved``, ``actual``, ``status``."""
+RELEASED: Final = "budget.released"
+"""A reservation was given back untouched (DEBUG): ``reserved``, ``reason``."""
+CHARGED: Final = "budget.charged"
+"""Usage was charged without a reservation (DEBUG): ``amounts``, ``status``."""
+WARN: Final = "budget.warn"
+"""The budget reached a warn level (WARNING), once per crossing: ``dim``."""
+EXHAUSTED: Final = "budget.exhausted"
+"""The budget reached a limit (WARNING), once per crossing: ``dim``."""
+UNRECORDED: Final = "budget.unrecorded"
+"""A reservation exited normally without recording usage (WARNING): ``reserved``,
+``action`` (``refund`` or ``charge``)."""
+OVER_REQUEST_LIMIT: Final = "budget.over_request_limit"
+"""Actual usage passed the reservation's ``request_limit`` (WARNING): ``dim``, ``actual``,
+``limit``. It was charged all the same: the ledger tells the truth."""
+ABANDONED: Final = "budget.abandoned"
+"""A reservation was garbage-collected while still holding budget (WARNING)."""
+RESET: Final = "budget.reset"
+"""``spent`` was set to 0 for a new period (INFO)."""
+LIMITS_UPDATED: Final = "budget.limits_updated"
+"""The limits of a budget were changed (INFO): ``limits``."""
+CALLBACK_FAILED: Final = "budget.callback_failed"
+"""An ``on_warn`` or ``on_exhausted`` callback raised (ERROR); accounting was unaffected."""
+
+
+class _Logger:
+    """structlog's ``get_logger("aiobudget")``, resolved once per configuration."""
+
+    __slots__ = ("_bound", "_debug", "_key")
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] = ()
+        self._bound: Any = None
+        self._debug = False
+
+    def _current(self) -> Any:
+        config = _structlog_config._CONFIG
+        key = (
+            config.default_processors,
+            config.default_wrapper_class,
+            config.logger_factory,
+            config.default_context_class,
+            config.is_configured,
+        )
+        old = self._key
+        if len(old) != len(key) or any(a is not b for a, b in zip(old, key)):
+            bound = structlog.get_logger("aiobudget").bind()
+            enabled = getattr(bound, "is_enabled_for", None)
+            self._debug = config.is_configured and (enabled is None or enabled(logging.DEBUG))
+            self._bound, self._key = bound, key
+        return self._bound
+
+    @property
+    def debug_enabled(self) -> bool:
+        """Whether DEBUG events would go anywhere; callers skip building them otherwise."""
+        self._current()
+        return self._debug
+
+    def debug(self, event: str, **fields: Any) -> None:
+        bound = self._current()
+        if self._debug:
+            bound.debug(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._current().info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._current().warning(event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._current().error(event, **fields)
+
+
+logger: Final = _Logger()

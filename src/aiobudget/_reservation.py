@@ -1,0 +1,284 @@
+"""`Reservation`: budget held for one piece of work, settled exactly once."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Final, Literal, final
+
+import anyio
+
+from . import _log
+from ._errors import ReservationClosed
+from .kernel import MAX_AMOUNT, Denial, Verdict
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._budget import Amounts, Budget
+    from .protocols import Held
+
+__all__ = ["Reservation"]
+
+_NEW: Final = 0
+_HELD: Final = 1
+_CLOSED: Final = 2
+
+OnUnrecorded = Literal["refund", "charge"]
+
+
+@final
+class Reservation:
+    """Budget held for one piece of work: an async context manager.
+
+    Entering reserves the estimate (or raises `BudgetExhausted`); `record` adds the
+    usage that really happened; leaving settles once, atomically: the estimate is
+    released and what was recorded is charged. Nothing recorded means nothing charged.
+    Whatever way the block ends (normally, by an exception, by cancellation) the
+    reservation is closed exactly once; the exit cannot be interrupted by cancellation,
+    and with an in-memory store it does not even suspend.
+
+    ============================  ===============================  ======================
+    how the block ends            with usage recorded              with nothing recorded
+    ============================  ===============================  ======================
+    normally                      charge recorded, refund rest     refund all (or charge
+                                                                   all, with
+                                                                   ``on_unrecorded=
+                                                                   "charge"``); logged
+    exception or cancellation     charge recorded, refund rest     refund all
+    ``await r.commit()`` earlier  as "normally", at that moment    as "normally"
+    garbage-collected unexited    refund all, `ResourceWarning`    refund all, warning
+    ============================  ===============================  ======================
+    """
+
+    __slots__ = (
+        "_amounts",
+        "_budget",
+        "_denial",
+        "_held",
+        "_on_unrecorded",
+        "_recorded",
+        "_request_limit",
+        "_state",
+        "_timeout",
+        "_use_headroom",
+        "over_request_limit",
+        "verdict",
+    )
+
+    def __init__(
+        self,
+        budget: Budget,
+        amounts: tuple[int, ...],
+        *,
+        timeout: float | None,
+        use_headroom: bool,
+        request_limit: tuple[int, ...] | None,
+        on_unrecorded: OnUnrecorded,
+    ) -> None:
+        self._budget = budget
+        self._amounts = amounts
+        self._timeout = timeout
+        self._use_headroom = use_headroom
+        self._request_limit = request_limit
+        self._on_unrecorded = on_unrecorded
+        self._held: Held | None = None
+        self._denial: Denial | None = None
+        self._recorded: list[int] | None = None
+        self._state = _NEW
+        self.verdict: Verdict | None = None
+        """The verdict after the reservation was settled or released; None before."""
+        self.over_request_limit = False
+        """True when the recorded usage passed ``request_limit`` (it was charged anyway)."""
+
+    def __repr__(self) -> str:
+        state = ("new", "held", "closed")[self._state]
+        return f"<Reservation {self._budget.name!r} {self.amounts} {state}>"
+
+    # -- reading -----------------------------------------------------------------------
+
+    @property
+    def budget(self) -> Budget:
+        """The budget this reservation draws on."""
+        return self._budget
+
+    @property
+    def amounts(self) -> dict[str, int]:
+        """What is (or was to be) reserved, by dimension."""
+        return dict(zip(self._budget.dims, self._amounts))
+
+    @property
+    def recorded(self) -> dict[str, int]:
+        """The usage recorded so far, by dimension."""
+        return dict(zip(self._budget.dims, self._recorded or (0,) * len(self._amounts)))
+
+    @property
+    def held(self) -> bool:
+        """True while the reservation holds budget."""
+        return self._state == _HELD
+
+    # -- the lifecycle ---------------------------------------------------------------
+
+    async def _enter(self) -> bool:
+        """Reserve; True on success, False on a denial (already logged)."""
+        if self._state != _NEW:
+            raise ReservationClosed("a reservation can be entered only once")
+        budget = self._budget
+        local = budget._local
+        if local is not None and self._timeout is None:
+            result = local.reserve_nowait(self._amounts, use_headroom=self._use_headroom)
+        else:
+            if self._timeout is not None and _log.logger.debug_enabled:
+                _log.logger.debug(
+                    _log.WAITING, budget=budget.name, amounts=self.amounts, timeout=self._timeout
+                )
+            result = await budget._account.reserve(
+                self._amounts, use_headroom=self._use_headroom, timeout=self._timeout
+            )
+        if isinstance(result, Denial):
+            self._state = _CLOSED
+            self._denial = result
+            return False
+        self._held = result
+        self._state = _HELD
+        if _log.logger.debug_enabled:
+            _log.logger.debug(_log.RESERVED, budget=budget.name, amounts=self.amounts)
+        if result.outcome.crossings:
+            await budget._announce(result.outcome)
+        return True
+
+    async def __aenter__(self) -> Reservation:
+        if self._state == _HELD:  # entered by try_reserve
+            return self
+        if not await self._enter():
+            assert self._denial is not None
+            raise self._budget._denied(self._denial)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state == _HELD:
+            await self._close(failed=exc_type is not None)
+
+    def record(self, amounts: Amounts | None = None, /, **dims: int) -> None:
+        """Add usage that really happened; sync, no I/O, may be called many times.
+
+        Takes the same forms as `Budget.reserve`: a `Usage`, a mapping, or keywords.
+        Usage above the reservation is allowed and charged: the ledger tells the truth.
+        """
+        vector = self._budget._vector(amounts, dims)
+        if self._state == _CLOSED:
+            raise ReservationClosed("cannot record on a reservation that is already closed")
+        recorded = self._recorded
+        if recorded is None:
+            self._recorded = list(vector)
+            return
+        for i, amount in enumerate(vector):
+            if amount:
+                total = recorded[i] + amount
+                recorded[i] = total if total <= MAX_AMOUNT else MAX_AMOUNT
+
+    async def commit(self) -> Verdict:
+        """Settle now, as a normal exit would, and return the verdict."""
+        if self._state != _HELD:
+            raise ReservationClosed("this reservation is not holding budget")
+        await self._close(failed=False)
+        assert self.verdict is not None
+        return self.verdict
+
+    async def release(self) -> Verdict:
+        """Give the reservation back now, charging nothing, even what was recorded."""
+        if self._state != _HELD:
+            raise ReservationClosed("this reservation is not holding budget")
+        self._recorded = None
+        await self._close(failed=True, reason="released")
+        assert self.verdict is not None
+        return self.verdict
+
+    async def extend(self, ttl: float | None = None) -> None:
+        """Keep the reservation alive for *ttl* more seconds (the store's lease time by
+        default). Only stores whose reservations expire (Redis) need it."""
+        if self._state != _HELD or self._held is None:
+            raise ReservationClosed("this reservation is not holding budget")
+        await self._budget._account.extend(self._held, ttl)
+
+    async def _close(self, *, failed: bool, reason: str | None = None) -> None:
+        """Settle or release, exactly once, shielded from cancellation."""
+        budget = self._budget
+        held = self._held
+        assert held is not None
+        self._state = _CLOSED  # first: a second close (or a finalizer) finds it closed
+        recorded = self._recorded
+        actual: tuple[int, ...] | None
+        if recorded is not None:
+            actual = tuple(recorded)
+        elif failed:
+            actual = None
+        else:
+            charge = self._on_unrecorded == "charge"
+            actual = self._amounts if charge else None
+            _log.logger.warning(
+                _log.UNRECORDED,
+                budget=budget.name,
+                reserved=self.amounts,
+                action="charge" if charge else "refund",
+            )
+        local = budget._local
+        if local is not None:
+            outcome = (
+                local.release_nowait(held) if actual is None else local.settle_nowait(held, actual)
+            )
+        else:
+            with anyio.CancelScope(shield=True):
+                account = budget._account
+                outcome = await (
+                    account.release(held) if actual is None else account.settle(held, actual)
+                )
+        self.verdict = outcome.verdict
+        self._log_close(actual, reason or ("failed" if failed else "unrecorded"))
+        if outcome.crossings:
+            with anyio.CancelScope(shield=True):
+                await budget._announce(outcome)
+
+    def _log_close(self, actual: tuple[int, ...] | None, reason: str) -> None:
+        budget = self._budget
+        limit = self._request_limit
+        if actual is not None and limit is not None:
+            for dim, used, cap in zip(budget.dims, actual, limit):
+                if used > cap:
+                    self.over_request_limit = True
+                    _log.logger.warning(
+                        _log.OVER_REQUEST_LIMIT, budget=budget.name, dim=dim, actual=used, limit=cap
+                    )
+        if _log.logger.debug_enabled:
+            if actual is None:
+                _log.logger.debug(
+                    _log.RELEASED, budget=budget.name, reserved=self.amounts, reason=reason
+                )
+            else:
+                assert self.verdict is not None
+                _log.logger.debug(
+                    _log.SETTLED,
+                    budget=budget.name,
+                    reserved=self.amounts,
+                    actual=dict(zip(budget.dims, actual)),
+                    status=self.verdict.status.value,
+                )
+
+    def __del__(self) -> None:
+        if self._state != _HELD or self._held is None:
+            return
+        # Never entered an exit: give the budget back first (warnings may be errors).
+        self._state = _CLOSED
+        self._budget._account.abandon(self._held)
+        _log.logger.warning(_log.ABANDONED, budget=self._budget.name, reserved=self.amounts)
+        warnings.warn(
+            f"{self!r} was garbage-collected while holding budget; it was refunded. "
+            "Use 'async with budget.reserve(...)' or await commit()/release().",
+            ResourceWarning,
+            source=self,
+            stacklevel=1,
+        )

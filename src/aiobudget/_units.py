@@ -1,0 +1,260 @@
+"""Dimension names, exact money, and `Usage`: what an LLM call (or any work) used.
+
+Money is counted in integer micro-units (``cost_micros``); floats are converted once,
+through their shortest ``repr``, and never accumulated, so ten times ``usd(0.1)`` is
+exactly ``usd(1)``. A fraction below one micro-unit rounds *up*: spend is never
+undercounted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Context, Decimal, InvalidOperation
+from types import MappingProxyType
+from typing import Final, final
+
+from ._errors import InvalidAmount
+from .kernel import MAX_AMOUNT, check_amount, check_dim
+
+__all__ = [
+    "CALLS",
+    "COST",
+    "INPUT_TOKENS",
+    "MILLIS",
+    "OUTPUT_TOKENS",
+    "TOKENS",
+    "Pricing",
+    "Usage",
+    "money",
+    "usd",
+]
+
+TOKENS: Final = "tokens"
+INPUT_TOKENS: Final = "input_tokens"
+OUTPUT_TOKENS: Final = "output_tokens"
+COST: Final = "cost_micros"
+CALLS: Final = "calls"
+MILLIS: Final = "millis"
+
+MICROS: Final = 1_000_000
+
+# Our own context, so a caller's decimal settings (a low precision, say) can never round
+# a price or a sum: 100 digits hold any product of two in-range values exactly.
+_EXACT: Final = Context(prec=100, traps=[InvalidOperation])
+
+MoneyValue = int | Decimal | str | float
+
+
+def _decimal(value: object, what: str) -> Decimal:
+    """*value* as an exact, finite, non-negative Decimal, or `InvalidAmount`."""
+    if isinstance(value, bool):
+        raise InvalidAmount(f"{what} {value!r} is a bool, not a number", value=value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidAmount(f"{what} {value!r} is not finite", value=value)
+        number = Decimal(repr(value))  # the shortest repr: 0.1 means 0.1, not 0.1000000000000000055
+    elif isinstance(value, int | Decimal):
+        number = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidAmount(f"{what} {value!r} is not a number", value=value) from None
+    else:
+        raise InvalidAmount(
+            f"{what} {value!r} is a {type(value).__name__}; use an int, Decimal, str or float",
+            value=value,
+        )
+    if not number.is_finite():
+        raise InvalidAmount(f"{what} {value!r} is not finite", value=value)
+    if number < 0:
+        raise InvalidAmount(f"{what} {value!r} is negative", value=value)
+    return number
+
+
+def _ceil_units(number: Decimal, what: str, value: object) -> int:
+    units = int(number.to_integral_value(rounding=ROUND_CEILING, context=_EXACT))
+    if units > MAX_AMOUNT:
+        raise InvalidAmount(f"{what} {value!r} is more than 2**63 - 1 units", value=value)
+    return units
+
+
+def money(value: MoneyValue, *, scale: int = MICROS) -> int:
+    """Convert an amount of currency to integer units of ``1/scale``, rounding up.
+
+    ``money("12.5", scale=100)`` is 1250 cents; the default scale is micro-units.
+    """
+    if type(scale) is not int or scale < 1:
+        raise InvalidAmount(f"scale {scale!r} must be a positive int", value=scale)
+    return _ceil_units(_EXACT.multiply(_decimal(value, "money value"), scale), "money value", value)
+
+
+def usd(value: MoneyValue) -> int:
+    """US dollars as integer micro-dollars (``cost_micros``): ``usd("0.02") == 20_000``."""
+    return money(value)
+
+
+def _empty() -> Mapping[str, int]:
+    return MappingProxyType({})
+
+
+def _sat(value: int) -> int:
+    return value if value <= MAX_AMOUNT else MAX_AMOUNT
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one piece of work used, in the standard dimensions plus ``extra`` ones.
+
+    It maps onto a budget's dimensions: ``tokens`` takes ``input_tokens + output_tokens``;
+    ``input_tokens``, ``output_tokens``, ``cost_micros`` and ``calls`` go to the dimensions
+    of those names, and ``extra`` to dimensions by name. A standard field goes only where
+    the budget has a dimension for it (a calls-only budget can record a full `Usage`);
+    an ``extra`` name the budget lacks is an `UnknownDimension` error.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_micros: int = 0
+    calls: int = 0
+    extra: Mapping[str, int] = field(default_factory=_empty)
+
+    def __post_init__(self) -> None:
+        check_amount(self.input_tokens, INPUT_TOKENS)
+        check_amount(self.output_tokens, OUTPUT_TOKENS)
+        check_amount(self.cost_micros, COST)
+        check_amount(self.calls, CALLS)
+        if not isinstance(self.extra, Mapping):
+            raise InvalidAmount(f"extra must be a mapping, not {self.extra!r}", value=self.extra)
+        extra = {}
+        for name, value in self.extra.items():
+            check_dim(name)
+            extra[name] = check_amount(value, name)
+        object.__setattr__(self, "extra", MappingProxyType(extra))
+
+    @property
+    def tokens(self) -> int:
+        """``input_tokens + output_tokens``."""
+        return _sat(self.input_tokens + self.output_tokens)
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        extra = dict(self.extra)
+        for name, value in other.extra.items():
+            extra[name] = _sat(extra.get(name, 0) + value)
+        return Usage(
+            input_tokens=_sat(self.input_tokens + other.input_tokens),
+            output_tokens=_sat(self.output_tokens + other.output_tokens),
+            cost_micros=_sat(self.cost_micros + other.cost_micros),
+            calls=_sat(self.calls + other.calls),
+            extra=extra,
+        )
+
+    def amounts(self, dims: Mapping[str, object] | tuple[str, ...]) -> dict[str, int]:
+        """The amounts this usage puts on a budget whose dimensions are *dims*."""
+        out: dict[str, int] = {}
+        if TOKENS in dims:
+            out[TOKENS] = self.tokens
+        for name in (INPUT_TOKENS, OUTPUT_TOKENS, COST, CALLS):
+            if name in dims:
+                out[name] = getattr(self, name)
+        for name, value in self.extra.items():
+            out[name] = _sat(out.get(name, 0) + value)
+        return out
+
+    @classmethod
+    def from_openai(cls, obj: object) -> Usage:
+        """Read an OpenAI-style response, its ``usage``, or a dict of either.
+
+        Takes ``prompt_tokens``/``completion_tokens`` (Chat Completions) or
+        ``input_tokens``/``output_tokens`` (Responses API). Duck-typed: no SDK needed.
+        """
+        usage = _usage_of(obj)
+        prompt = _field(usage, "prompt_tokens")
+        completion = _field(usage, "completion_tokens")
+        if prompt is None and completion is None:
+            prompt = _field(usage, "input_tokens")
+            completion = _field(usage, "output_tokens")
+        return cls(input_tokens=prompt or 0, output_tokens=completion or 0)
+
+    @classmethod
+    def from_anthropic(cls, obj: object) -> Usage:
+        """Read an Anthropic-style message, its ``usage``, or a dict of either.
+
+        Cache reads and cache writes (``cache_read_input_tokens``,
+        ``cache_creation_input_tokens``) are input the model processed, so they count as
+        ``input_tokens``.
+        """
+        usage = _usage_of(obj)
+        total_input = _sat(
+            (_field(usage, "input_tokens") or 0)
+            + (_field(usage, "cache_read_input_tokens") or 0)
+            + (_field(usage, "cache_creation_input_tokens") or 0)
+        )
+        return cls(input_tokens=total_input, output_tokens=_field(usage, "output_tokens") or 0)
+
+
+def _get(obj: object, name: str) -> object:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _usage_of(obj: object) -> object:
+    """The ``usage`` part of a response, or *obj* itself when it is the usage."""
+    if obj is None:
+        raise InvalidAmount("no usage given (None): the response carried no usage", value=obj)
+    usage = _get(obj, "usage")
+    return obj if usage is None else usage
+
+
+def _field(usage: object, name: str) -> int | None:
+    value = _get(usage, name)
+    if value is None:
+        return None
+    return check_amount(value, name)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """Prices per million tokens, in currency units, turning tokens into ``cost_micros``.
+
+    ``Pricing(input="2.50", output="10")`` is $2.50 per million input tokens and $10 per
+    million output tokens. Prices are exact decimals; a cost is rounded up once, at the
+    end, to whole micro-units.
+    """
+
+    input: Decimal
+    output: Decimal
+    scale: int = MICROS
+
+    def __init__(self, input: MoneyValue, output: MoneyValue, *, scale: int = MICROS) -> None:
+        if type(scale) is not int or scale < 1:
+            raise InvalidAmount(f"scale {scale!r} must be a positive int", value=scale)
+        object.__setattr__(self, "input", _decimal(input, "input price"))
+        object.__setattr__(self, "output", _decimal(output, "output price"))
+        object.__setattr__(self, "scale", scale)
+
+    def cost(
+        self, usage: Usage | None = None, *, input_tokens: int = 0, output_tokens: int = 0
+    ) -> int:
+        """The cost of *usage* (or of the token counts given) in units of ``1/scale``."""
+        if usage is not None:
+            input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
+        check_amount(input_tokens, INPUT_TOKENS)
+        check_amount(output_tokens, OUTPUT_TOKENS)
+        ctx = _EXACT
+        total = ctx.add(
+            ctx.multiply(input_tokens, self.input), ctx.multiply(output_tokens, self.output)
+        )
+        total = ctx.divide(ctx.multiply(total, self.scale), MICROS)
+        return _ceil_units(total, "cost", total)
+
+    def priced(self, usage: Usage) -> Usage:
+        """*usage* with its cost added to ``cost_micros``."""
+        return usage + Usage(cost_micros=self.cost(usage))

@@ -1,0 +1,638 @@
+"""The accounting kernel: synchronous, deterministic, standard library only.
+
+Think of a budget as a ledger with one line per *dimension* (tokens, cost, calls, ...).
+Each line has a ``limit`` and two counters: ``spent`` (what really happened) and
+``reserved`` (what live reservations hold). Work reserves an estimate first, then
+*settles*: the reservation is released exactly and the actual usage is added to
+``spent``. The ledger always tells the truth, so a settle or a plain charge is never
+refused, even past the limit; only new reservations (and strict charges) are.
+
+This module is the single source of truth for those rules. It has no clock, no I/O, no
+awaits, no logging, no randomness and no global state: every store runs it (the memory
+store directly, the Redis store as a line-for-line Lua port checked against it by a
+differential test), and `aiobudget.Budget` never re-implements a rule.
+
+Amounts travel as tuples indexed by a ledger's dimension position, not as dicts, so that
+each operation is O(number of dimensions) with no hashing on the hot path. Build them
+with `Ledger.vector`.
+
+A `Chain` is a budget and its ancestors (leaf first). Every chain operation is atomic
+and all-or-nothing over the levels: a reservation fits only if it fits at every level.
+The caller supplies the mutual exclusion (a lock, a Lua script).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final, final
+
+from ._errors import (
+    BudgetExceeded,
+    InvalidAmount,
+    InvalidLimits,
+    ReservationClosed,
+    UnknownDimension,
+)
+
+__all__ = [
+    "MAX_AMOUNT",
+    "Chain",
+    "Crossing",
+    "Denial",
+    "Lease",
+    "Ledger",
+    "Limit",
+    "Outcome",
+    "Snapshot",
+    "Status",
+    "Verdict",
+    "check_amount",
+    "check_dim",
+    "first_over",
+]
+
+MAX_AMOUNT: Final = 2**63 - 1
+"""The largest amount, limit or total: Redis's signed 64-bit integer. Sums saturate here."""
+
+_DIM_RE: Final = re.compile(r"[A-Za-z0-9_.\-]+")
+_NEVER: Final = MAX_AMOUNT + 1  # a warn level no total can reach
+
+
+def check_amount(value: object, dim: str | None = None) -> int:
+    """Return *value* if it is an ``int`` in ``0 .. MAX_AMOUNT``, else raise `InvalidAmount`.
+
+    ``bool`` is refused although it is an ``int`` subclass: ``True`` tokens is a bug.
+    """
+    if type(value) is int and 0 <= value <= MAX_AMOUNT:
+        return value
+    where = f" for {dim!r}" if dim is not None else ""
+    if type(value) is int:
+        problem = "is negative" if value < 0 else f"is larger than {MAX_AMOUNT}"
+    else:
+        problem = f"is a {type(value).__name__}, not an int"
+    raise InvalidAmount(
+        f"amount{where} {value!r} {problem}; amounts are ints in 0 .. 2**63 - 1 "
+        "(use usd() or money() for currency)",
+        dim=dim,
+        value=value,
+    )
+
+
+def check_dim(name: object) -> str:
+    """Return *name* if it is a valid dimension name, else raise `InvalidLimits`."""
+    if type(name) is not str or _DIM_RE.fullmatch(name) is None:
+        raise InvalidLimits(
+            f"dimension name {name!r} is invalid: use a non-empty string of letters, digits, "
+            "'_', '-' and '.'"
+        )
+    return name
+
+
+def first_over(amounts: Sequence[int], caps: Sequence[int]) -> int:
+    """Index of the first amount above its cap, or -1 when none is."""
+    for i, (amount, cap) in enumerate(zip(amounts, caps)):
+        if amount > cap:
+            return i
+    return -1
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """The cap on one dimension.
+
+    ``limit`` is the hard cap. ``warn`` (at most ``limit``) is the total at which verdicts
+    turn to `Status.WARN`. ``headroom`` (at most ``limit``) is kept back from ordinary
+    reservations for wrap-up work; a reservation made with ``use_headroom=True`` may use it.
+    A plain ``int`` in a limits mapping means ``Limit(int)``.
+    """
+
+    limit: int
+    warn: int | None = field(default=None, kw_only=True)
+    headroom: int = field(default=0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        check_amount(self.limit, "limit")
+        if self.warn is not None:
+            check_amount(self.warn, "warn")
+            if self.warn > self.limit:
+                raise InvalidLimits(f"warn {self.warn} is above the limit {self.limit}")
+        check_amount(self.headroom, "headroom")
+        if self.headroom > self.limit:
+            raise InvalidLimits(f"headroom {self.headroom} is above the limit {self.limit}")
+
+    @classmethod
+    def of(cls, value: Limit | int) -> Limit:
+        """*value* as a `Limit`: an ``int`` becomes ``Limit(int)``."""
+        return value if isinstance(value, Limit) else cls(value)
+
+
+class Status(enum.Enum):
+    """Where a budget stands after an operation."""
+
+    CONTINUE = "continue"
+    """Below every warn level."""
+    WARN = "warn"
+    """At or above a warn level on some dimension, below every limit."""
+    EXHAUSTED = "exhausted"
+    """At or above the limit on some dimension: new reservations there will not fit."""
+
+
+_RANK: Final = {Status.CONTINUE: 0, Status.WARN: 1, Status.EXHAUSTED: 2}
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The status of a budget and the dimension that caused it.
+
+    ``dim`` is ``None`` for `Status.CONTINUE`; otherwise it is the first dimension, in
+    declaration order, at the worst status.
+    """
+
+    status: Status
+    dim: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True unless the budget is exhausted."""
+        return self.status is not Status.EXHAUSTED
+
+
+CONTINUE: Final = Verdict(Status.CONTINUE)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A budget whose status rose (to WARN or EXHAUSTED) for the first time since its
+    last reset. Reported once per crossing so logs and callbacks are not flooded."""
+
+    budget: str | None
+    verdict: Verdict
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an operation did: the verdict over the whole chain (the worst level; the
+    nearest one on a tie) and the crossings it caused."""
+
+    verdict: Verdict
+    crossings: tuple[Crossing, ...] = ()
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """Why a reservation did not fit: at which level (``budget``, ``level`` counted from
+    the leaf) and dimension, what was asked, and what that request could still have had.
+
+    ``impossible`` is true when ``spent`` alone rules the request out, so waiting for live
+    reservations to settle cannot help. ``queued`` is true when the request would fit but
+    earlier waiting reservations come first (stores set it; the kernel has no queue).
+    """
+
+    budget: str | None
+    level: int
+    dim: str
+    requested: int
+    remaining: int
+    impossible: bool
+    queued: bool = False
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A consistent view of one budget: per dimension its `Limit`, ``spent``,
+    ``reserved`` and ``remaining`` (``limit - spent - reserved``, floored at 0), and the
+    budget's own `Verdict`."""
+
+    limits: Mapping[str, Limit]
+    spent: Mapping[str, int]
+    reserved: Mapping[str, int]
+    remaining: Mapping[str, int]
+    verdict: Verdict
+
+
+@final
+class Ledger:
+    """The counters of one budget, and its limits.
+
+    ``Ledger({"tokens": Limit(1000, warn=800), "calls": 10}, name="run-1")``. The set of
+    dimensions and their order are fixed at construction; the order decides which
+    dimension a verdict names when several qualify.
+    """
+
+    __slots__ = (
+        "_alert",
+        "_hard",
+        "_index",
+        "_outcomes",
+        "_peak",
+        "_reserved",
+        "_soft",
+        "_spent",
+        "_used",
+        "_verdicts",
+        "_warn",
+        "dims",
+        "limits",
+        "name",
+    )
+
+    def __init__(self, limits: Mapping[str, Limit | int], *, name: str | None = None) -> None:
+        if not isinstance(limits, Mapping):
+            raise InvalidLimits(
+                f"limits must be a mapping of dimension to Limit or int, not {limits!r}"
+            )
+        if not limits:
+            raise InvalidLimits("a budget needs at least one dimension")
+        self.name = name
+        self.dims: tuple[str, ...] = tuple(check_dim(dim) for dim in limits)
+        self.limits: tuple[Limit, ...] = tuple(Limit.of(value) for value in limits.values())
+        self._index = {dim: i for i, dim in enumerate(self.dims)}
+        self._spent = [0] * len(self.dims)
+        self._reserved = [0] * len(self.dims)
+        self._used = [0] * len(self.dims)  # spent + reserved, kept so checks add once
+        self._set_caps()
+        # Verdicts and quiet outcomes are built once, so the hot path allocates neither.
+        # Code 0 is CONTINUE, 1 + i is WARN on dim i, 1 + n + i is EXHAUSTED on dim i.
+        self._verdicts = (
+            CONTINUE,
+            *(Verdict(Status.WARN, dim) for dim in self.dims),
+            *(Verdict(Status.EXHAUSTED, dim) for dim in self.dims),
+        )
+        self._outcomes = tuple(Outcome(verdict) for verdict in self._verdicts)
+        self._peak = 0
+
+    def _set_caps(self) -> None:
+        self._hard = tuple(limit.limit for limit in self.limits)
+        self._soft = tuple(limit.limit - limit.headroom for limit in self.limits)
+        self._warn = tuple(_NEVER if limit.warn is None else limit.warn for limit in self.limits)
+        # Below every alert level the verdict is CONTINUE, known without a second pass.
+        self._alert = tuple(min(hard, warn) for hard, warn in zip(self._hard, self._warn))
+
+    def __repr__(self) -> str:
+        lines = ", ".join(
+            f"{dim}={spent}+{reserved}/{limit.limit}"
+            for dim, spent, reserved, limit in zip(
+                self.dims, self._spent, self._reserved, self.limits
+            )
+        )
+        return f"<Ledger {self.name!r} {lines}>"
+
+    # -- reading ---------------------------------------------------------------------
+
+    @property
+    def spent(self) -> tuple[int, ...]:
+        """What was really used, per dimension."""
+        return tuple(self._spent)
+
+    @property
+    def reserved(self) -> tuple[int, ...]:
+        """What live reservations hold, per dimension."""
+        return tuple(self._reserved)
+
+    def index(self, dim: str) -> int:
+        """Position of *dim*, or `UnknownDimension`."""
+        try:
+            return self._index[dim]
+        except KeyError:
+            raise UnknownDimension(dim, known=self.dims, budget=self.name) from None
+
+    def vector(self, amounts: Mapping[str, object]) -> tuple[int, ...]:
+        """Validate *amounts* (dimension -> int) and return them as a tuple in this ledger's
+        order; dimensions not named are 0. Raises `UnknownDimension` or `InvalidAmount`."""
+        out = [0] * len(self.dims)
+        index = self._index
+        for dim, value in amounts.items():
+            i = index.get(dim)
+            if i is None:
+                raise UnknownDimension(str(dim), known=self.dims, budget=self.name)
+            out[i] = check_amount(value, dim)
+        return tuple(out)
+
+    def mapping(self, vector: Iterable[int]) -> dict[str, int]:
+        """*vector* as a dict keyed by dimension."""
+        return dict(zip(self.dims, vector))
+
+    def _code(self) -> int:
+        warn = 0
+        n = len(self._hard)
+        for i, (used, hard, level) in enumerate(zip(self._used, self._hard, self._warn)):
+            if used >= hard:
+                return 1 + n + i
+            if not warn and used >= level:
+                warn = 1 + i
+        return warn
+
+    def _rank(self, code: int) -> int:
+        return 0 if code == 0 else 1 if code <= len(self._hard) else 2
+
+    def verdict(self) -> Verdict:
+        """This ledger's own verdict."""
+        return self._verdicts[self._code()]
+
+    def snapshot(self) -> Snapshot:
+        """A frozen copy of the counters."""
+        remaining = (max(0, limit - used) for limit, used in zip(self._hard, self._used))
+        return Snapshot(
+            limits=MappingProxyType(dict(zip(self.dims, self.limits))),
+            spent=MappingProxyType(self.mapping(self._spent)),
+            reserved=MappingProxyType(self.mapping(self._reserved)),
+            remaining=MappingProxyType(self.mapping(remaining)),
+            verdict=self.verdict(),
+        )
+
+    # -- changing ----------------------------------------------------------------------
+
+    def reset(self) -> Outcome:
+        """Start a new period: ``spent`` goes to 0; live reservations stay counted."""
+        self._spent = [0] * len(self.dims)
+        self._used = list(self._reserved)
+        code = self._code()
+        self._peak = self._rank(code)
+        return self._outcomes[code]
+
+    def set_limits(self, limits: Mapping[str, Limit | int]) -> Outcome:
+        """Replace the limits of the existing dimensions (same names, same order).
+
+        Counters are kept, so a lower limit can leave the budget over it: the verdict says
+        so and new reservations wait or are denied, exactly as after an overspend.
+        """
+        new = tuple(Limit.of(limits[dim]) if dim in limits else None for dim in self.dims)
+        if tuple(limits) != self.dims or None in new:
+            raise InvalidLimits(
+                f"new limits must name the same dimensions in the same order: {self.dims}"
+            )
+        self.limits = tuple(limit for limit in new if limit is not None)
+        self._set_caps()
+        code = self._code()
+        self._peak = min(self._peak, self._rank(code))
+        return self._finish(code)
+
+    def _finish(self, code: int) -> Outcome:
+        """The outcome for this ledger's new *code*, noting a first crossing."""
+        rank = self._rank(code)
+        if rank <= self._peak:
+            return self._outcomes[code]
+        self._peak = rank
+        verdict = self._verdicts[code]
+        return Outcome(verdict, (Crossing(self.name, verdict),))
+
+
+def _saturate(value: int) -> int:
+    return value if value <= MAX_AMOUNT else MAX_AMOUNT
+
+
+@final
+class Lease:
+    """A live reservation: what it holds at each level of its chain.
+
+    Settle or release it exactly once; a second attempt raises `ReservationClosed` and
+    changes nothing, so a refund can never be paid twice.
+    """
+
+    __slots__ = ("_levels", "amounts", "chain", "outcome")
+
+    def __init__(
+        self,
+        chain: Chain,
+        amounts: tuple[int, ...],
+        levels: tuple[tuple[int, ...], ...] | None,
+        outcome: Outcome,
+    ) -> None:
+        self.chain = chain
+        self.amounts = amounts
+        self.outcome = outcome
+        self._levels = levels  # per-level projections; None for a one-level chain
+
+    @property
+    def open(self) -> bool:
+        """True until the lease is settled or released."""
+        return self.chain is not _CLOSED
+
+    def _close(self) -> Chain:
+        chain = self.chain
+        if chain is _CLOSED:
+            raise ReservationClosed("this reservation was already settled or released")
+        self.chain = _CLOSED
+        return chain
+
+    def settle(self, actual: Sequence[int]) -> Outcome:
+        """Release what is held and add *actual* (leaf dimensions) to ``spent``. Never
+        refused: spend that happened is recorded, even past the limit."""
+        chain = self._close()
+        if self._levels is None:
+            return _settle(chain.ledgers[0], self.amounts, actual)
+        outcomes = [
+            _settle(ledger, held, _project(actual, index))
+            for ledger, held, index in zip(chain.ledgers, self._levels, chain.indexes)
+        ]
+        return _combine(outcomes)
+
+    def release(self) -> Outcome:
+        """Give everything back untouched."""
+        chain = self._close()
+        if self._levels is None:
+            return _release(chain.ledgers[0], self.amounts)
+        return _combine(
+            [_release(ledger, held) for ledger, held in zip(chain.ledgers, self._levels)]
+        )
+
+
+def _settle(ledger: Ledger, held: Sequence[int], actual: Sequence[int]) -> Outcome:
+    spent, reserved, used, alert = ledger._spent, ledger._reserved, ledger._used, ledger._alert
+    loud = False
+    i = 0
+    for hold in held:
+        reserved[i] -= hold
+        amount = actual[i]
+        if amount:
+            total = spent[i] + amount
+            spent[i] = total if total <= MAX_AMOUNT else MAX_AMOUNT
+        total = used[i] = spent[i] + reserved[i]
+        if total >= alert[i]:
+            loud = True
+        i += 1
+    return ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
+
+
+def _add(ledger: Ledger, actual: Sequence[int]) -> Outcome:
+    spent, used, alert = ledger._spent, ledger._used, ledger._alert
+    loud = False
+    i = 0
+    for amount in actual:
+        if amount:
+            total = spent[i] + amount
+            total = min(total, MAX_AMOUNT)
+            used[i] += total - spent[i]
+            spent[i] = total
+        if used[i] >= alert[i]:
+            loud = True
+        i += 1
+    return ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
+
+
+def _release(ledger: Ledger, held: Sequence[int]) -> Outcome:
+    reserved, used = ledger._reserved, ledger._used
+    i = 0
+    for hold in held:
+        reserved[i] -= hold
+        used[i] -= hold
+        i += 1
+    return ledger._outcomes[ledger._code()]  # totals only fell: nothing can cross
+
+
+def _project(vector: Sequence[int], index: tuple[int, ...] | None) -> tuple[int, ...]:
+    if index is None:
+        return tuple(vector)
+    return tuple(0 if j < 0 else vector[j] for j in index)
+
+
+def _combine(outcomes: list[Outcome]) -> Outcome:
+    """The worst verdict over levels (the nearest on a tie), with every crossing."""
+    worst = outcomes[0].verdict
+    crossings: tuple[Crossing, ...] = ()
+    for outcome in outcomes:
+        if _RANK[outcome.verdict.status] > _RANK[worst.status]:
+            worst = outcome.verdict
+        crossings += outcome.crossings
+    if not crossings and worst is outcomes[0].verdict:
+        return outcomes[0]
+    return Outcome(worst, crossings)
+
+
+@final
+class Chain:
+    """A budget and its ancestors, leaf first: the unit every operation applies to.
+
+    Dimensions match by name. A parent that lacks one of the leaf's dimensions is not
+    charged for it; a parent's dimension the leaf lacks is charged 0.
+    """
+
+    __slots__ = ("indexes", "leaf", "ledgers")
+
+    def __init__(self, ledgers: Sequence[Ledger]) -> None:
+        if not ledgers:
+            raise ValueError("a chain needs at least one ledger")
+        self.ledgers = tuple(ledgers)
+        self.leaf = self.ledgers[0]
+        leaf_index = self.leaf._index
+        # For each level, the leaf position of each of its dimensions (-1: not in the leaf).
+        self.indexes: tuple[tuple[int, ...] | None, ...] = (
+            None,
+            *(tuple(leaf_index.get(dim, -1) for dim in ledger.dims) for ledger in self.ledgers[1:]),
+        )
+
+    def reserve(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> Lease | Denial:
+        """Hold *amounts* at every level, or change nothing and say where it does not fit.
+
+        Fits when ``spent + reserved + amount <= limit - headroom`` on every dimension of
+        every level (``<= limit`` with *use_headroom*).
+        """
+        if len(self.ledgers) == 1:
+            ledger = self.leaf
+            caps = ledger._hard if use_headroom else ledger._soft
+            used, alert = ledger._used, ledger._alert
+            loud = False
+            i = 0
+            for amount in amounts:
+                total = used[i] + amount
+                if total > caps[i]:
+                    return self._deny(0, i, amounts, use_headroom)
+                if total >= alert[i]:
+                    loud = True
+                i += 1
+            _hold(ledger, amounts)
+            outcome = ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
+            return Lease(self, amounts, None, outcome)
+        levels = tuple(_project(amounts, index) for index in self.indexes)
+        for level, (ledger, held) in enumerate(zip(self.ledgers, levels)):
+            i = _first_unfit(ledger, held, ledger._hard if use_headroom else ledger._soft)
+            if i >= 0:
+                return self._deny(level, i, amounts, use_headroom)
+        outcomes = []
+        for ledger, held in zip(self.ledgers, levels):
+            _hold(ledger, held)
+            outcomes.append(ledger._finish(ledger._code()))
+        return Lease(self, amounts, levels, _combine(outcomes))
+
+    def check(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> Denial | None:
+        """Where *amounts* would not fit now, or ``None`` if they would; changes nothing."""
+        for level, (ledger, index) in enumerate(zip(self.ledgers, self.indexes)):
+            caps = ledger._hard if use_headroom else ledger._soft
+            i = _first_unfit(ledger, _project(amounts, index), caps)
+            if i >= 0:
+                return self._deny(level, i, amounts, use_headroom)
+        return None
+
+    def _deny(self, level: int, i: int, amounts: tuple[int, ...], use_headroom: bool) -> Denial:
+        ledger = self.ledgers[level]
+        held = _project(amounts, self.indexes[level])
+        caps = ledger._hard if use_headroom else ledger._soft
+        remaining = max(0, caps[i] - ledger._used[i])
+        impossible = any(
+            any(
+                spent + amount > cap
+                for spent, amount, cap in zip(
+                    other._spent,
+                    _project(amounts, index),
+                    other._hard if use_headroom else other._soft,
+                )
+            )
+            for other, index in zip(self.ledgers, self.indexes)
+        )
+        return Denial(ledger.name, level, ledger.dims[i], held[i], remaining, impossible)
+
+    def charge(self, amounts: tuple[int, ...], *, strict: bool = False) -> Outcome:
+        """Add *amounts* to ``spent`` at every level.
+
+        Never refused, unless *strict*: then, if any level would pass a limit
+        (``spent + reserved + amount > limit``), raise `BudgetExceeded` and change nothing.
+        """
+        if not strict and len(self.ledgers) == 1:
+            return _add(self.leaf, amounts)
+        levels = [_project(amounts, index) for index in self.indexes]
+        if strict:
+            for ledger, held in zip(self.ledgers, levels):
+                i = _first_unfit(ledger, held, ledger._hard)
+                if i >= 0:
+                    attempted = ledger._used[i] + held[i]
+                    raise BudgetExceeded(
+                        dim=ledger.dims[i],
+                        limit=ledger._hard[i],
+                        attempted=_saturate(attempted),
+                        budget=ledger.name,
+                    )
+        outcomes = [_add(ledger, held) for ledger, held in zip(self.ledgers, levels)]
+        return outcomes[0] if len(outcomes) == 1 else _combine(outcomes)
+
+    def verdict(self) -> Verdict:
+        """The worst verdict over the chain, the nearest level on a tie."""
+        return _combine([ledger._outcomes[ledger._code()] for ledger in self.ledgers]).verdict
+
+
+def _first_unfit(ledger: Ledger, amounts: Sequence[int], caps: Sequence[int]) -> int:
+    for i, (used, amount, cap) in enumerate(zip(ledger._used, amounts, caps)):
+        if used + amount > cap:
+            return i
+    return -1
+
+
+def _hold(ledger: Ledger, amounts: Sequence[int]) -> None:
+    reserved, used = ledger._reserved, ledger._used
+    i = 0
+    for amount in amounts:
+        reserved[i] += amount
+        used[i] += amount
+        i += 1
+
+
+_CLOSED: Final = Chain([Ledger({"closed": 0}, name="<closed>")])

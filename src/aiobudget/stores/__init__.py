@@ -1,0 +1,1 @@
+"""Stores: where budgets' counters live (`MemoryStore`, `RedisStore`)."""

@@ -1,0 +1,267 @@
+"""`MemoryStore`: budgets in this process, the kernel behind one lock.
+
+The lock is a `threading.Lock` that guards only synchronous kernel calls and is never
+held across an await, so one store is safe from many tasks, many threads and several
+event loops at once, and never blocks an event loop for longer than an O(dims) update.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import TYPE_CHECKING, final
+
+import anyio
+
+from .._errors import InvalidLimits, LimitsMismatch, ReservationClosed
+from .._waiters import Waiter, WaitQueue
+from ..kernel import Chain, Denial, Lease, Ledger, Limit, Outcome, Snapshot
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from ..protocols import Account, Held
+
+__all__ = ["MemoryAccount", "MemoryStore"]
+
+
+@final
+class MemoryStore:
+    """Budgets held in this process's memory: the default store.
+
+    Budgets opened with the same name (under the same parent) share their counters, as
+    they would in Redis; an unnamed budget is private to its `Budget` object.
+    """
+
+    __slots__ = ("_lock", "_named", "_orphans")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._named: dict[tuple[int, str], tuple[Ledger, Chain, WaitQueue]] = {}
+        # Reservations garbage-collected while the lock was held, refunded at the next
+        # operation: a finalizer must never wait for a lock its own thread may hold.
+        self._orphans: list[Lease] = []
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore budgets={len(self._named)}>"
+
+    def open(
+        self,
+        name: str | None,
+        limits: Mapping[str, Limit],
+        *,
+        parent: Account | None = None,
+        update_limits: bool = False,
+    ) -> MemoryAccount:
+        """The account of budget *name* below *parent* (see `aiobudget.protocols.Store`)."""
+        if parent is not None and not (isinstance(parent, MemoryAccount) and parent._store is self):
+            raise InvalidLimits("a child budget must live in the same store as its parent")
+        parent_chain = parent._chain if parent is not None else None
+        with self._lock:
+            key = (id(parent_chain.leaf) if parent_chain else 0, name) if name is not None else None
+            found = self._named.get(key) if key is not None else None
+            if found is not None:
+                ledger, chain, queue = found
+                given = {dim: Limit.of(limit) for dim, limit in limits.items()}
+                stored = dict(zip(ledger.dims, ledger.limits))
+                if given != stored:
+                    if not update_limits:
+                        raise LimitsMismatch(budget=str(name), stored=stored, given=given)
+                    if tuple(given) != ledger.dims:
+                        raise InvalidLimits(
+                            f"budget {name!r} has dimensions {ledger.dims}; "
+                            "updating limits cannot change them"
+                        )
+                    ledger.set_limits(given)
+                    queue.grant()
+                return MemoryAccount(self, chain, queue)
+            ledger = Ledger(limits, name=name)
+            chain = Chain((ledger, *parent_chain.ledgers) if parent_chain else (ledger,))
+            queue = parent._queue if parent is not None else WaitQueue()
+            if key is not None:
+                self._named[key] = (ledger, chain, queue)
+            return MemoryAccount(self, chain, queue)
+
+
+@final
+class MemoryAccount:
+    """One budget in a `MemoryStore`. Implements `aiobudget.protocols.LocalAccount`."""
+
+    __slots__ = ("_chain", "_lock", "_queue", "_store")
+
+    def __init__(self, store: MemoryStore, chain: Chain, queue: WaitQueue) -> None:
+        self._store = store
+        self._lock = store._lock
+        self._chain = chain
+        self._queue = queue
+
+    def __repr__(self) -> str:
+        return f"<MemoryAccount {self._chain.leaf!r}>"
+
+    @property
+    def name(self) -> str | None:
+        """The budget's name."""
+        return self._chain.leaf.name
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """The budget's dimensions."""
+        return self._chain.leaf.dims
+
+    def vector(self, amounts: Mapping[str, object]) -> tuple[int, ...]:
+        """Amounts by name, validated, as a tuple in `dims` order."""
+        return self._chain.leaf.vector(amounts)
+
+    def _drain_orphans(self) -> None:
+        orphans = self._store._orphans
+        while orphans:
+            lease = orphans.pop()
+            if lease.open:
+                lease.release()
+
+    # -- synchronous core --------------------------------------------------------------
+
+    def _try(self, amounts: tuple[int, ...], use_headroom: bool) -> Lease | Denial:
+        """Reserve unless a queued waiter holds a level of this chain back. Under lock."""
+        chain = self._chain
+        blocker = self._queue.blocker(chain)
+        if blocker is None:
+            return chain.reserve(amounts, use_headroom=use_headroom)
+        denial = chain.check(amounts, use_headroom=use_headroom)
+        if denial is not None:
+            return denial
+        # It would fit, but earlier waiters come first at this level.
+        level = chain.ledgers.index(blocker)
+        return _queued(chain, level, amounts)
+
+    def reserve_nowait(self, amounts: tuple[int, ...], *, use_headroom: bool) -> Lease | Denial:
+        """Reserve without waiting."""
+        with self._lock:
+            if self._store._orphans:
+                self._drain_orphans()
+            return self._try(amounts, use_headroom)
+
+    def settle_nowait(self, held: Held, actual: tuple[int, ...]) -> Outcome:
+        """Settle *held* with *actual*, and hand what it freed to waiters."""
+        with self._lock:
+            outcome = _lease(held).settle(actual)
+            if self._queue:
+                self._queue.grant()
+            return outcome
+
+    def release_nowait(self, held: Held) -> Outcome:
+        """Give *held* back, and hand it to waiters."""
+        with self._lock:
+            outcome = _lease(held).release()
+            if self._queue:
+                self._queue.grant()
+            return outcome
+
+    def abandon(self, held: Held) -> None:
+        """Give back a reservation found by the garbage collector."""
+        lease = _lease(held)
+        # The collector may run inside this very thread's critical section: never wait.
+        if self._lock.acquire(blocking=False):
+            try:
+                if lease.open:
+                    lease.release()
+                self._queue.grant()
+            finally:
+                self._lock.release()
+        else:
+            self._store._orphans.append(lease)
+
+    # -- Account -----------------------------------------------------------------------
+
+    async def reserve(
+        self, amounts: tuple[int, ...], *, use_headroom: bool, timeout: float | None
+    ) -> Lease | Denial:
+        """Reserve, waiting up to *timeout* seconds (first come, first served)."""
+        with self._lock:
+            if self._store._orphans:
+                self._drain_orphans()
+            result = self._try(amounts, use_headroom)
+            if isinstance(result, Lease) or timeout is None or timeout <= 0 or result.impossible:
+                return result
+            waiter = Waiter(self._chain, amounts, use_headroom)
+            self._queue.push(waiter, self._chain.ledgers[result.level])
+        try:
+            with anyio.move_on_after(math.inf if timeout is None else timeout):
+                await waiter.wait()
+        except BaseException:
+            with self._lock:
+                if waiter.lease is not None and waiter.lease.open:
+                    waiter.lease.release()  # granted in the same tick it was cancelled
+                else:
+                    self._queue.remove(waiter)
+                self._queue.grant()  # pass it on
+            raise
+        with self._lock:
+            if waiter.lease is not None:
+                return waiter.lease
+            if waiter.denial is not None:
+                return waiter.denial
+            # Timed out. Budget freed in this very tick is still ours to take: we were
+            # ahead of everyone behind us, so trying once more keeps the order.
+            self._queue.remove(waiter)
+            result = self._try(amounts, use_headroom)
+            self._queue.grant()
+            return result
+
+    async def settle(self, held: Held, actual: tuple[int, ...]) -> Outcome:
+        """`settle_nowait`, as the async `Account` method."""
+        return self.settle_nowait(held, actual)
+
+    async def release(self, held: Held) -> Outcome:
+        """`release_nowait`, as the async `Account` method."""
+        return self.release_nowait(held)
+
+    async def extend(self, held: Held, ttl: float | None) -> None:
+        """Memory reservations never expire; only checks that *held* is still open."""
+        with self._lock:
+            if not _lease(held).open:
+                raise ReservationClosed("this reservation was already settled or released")
+
+    async def charge(self, amounts: tuple[int, ...], *, strict: bool) -> Outcome:
+        """Add *amounts* to ``spent`` (see `aiobudget.kernel.Chain.charge`)."""
+        with self._lock:
+            outcome = self._chain.charge(amounts, strict=strict)
+            if self._queue:
+                self._queue.grant()  # waiting may have become useless
+            return outcome
+
+    async def snapshot(self) -> Snapshot:
+        """The budget's own counters."""
+        with self._lock:
+            return self._chain.leaf.snapshot()
+
+    async def reset(self) -> Outcome:
+        """A new period: ``spent`` goes to 0."""
+        with self._lock:
+            outcome = self._chain.leaf.reset()
+            self._queue.grant()
+            return outcome
+
+    async def set_limits(self, limits: Mapping[str, Limit]) -> Outcome:
+        """New limits for the same dimensions."""
+        with self._lock:
+            outcome = self._chain.leaf.set_limits(limits)
+            self._queue.grant()
+            return outcome
+
+
+def _lease(held: Held) -> Lease:
+    if not isinstance(held, Lease):
+        raise TypeError(f"not a reservation of a MemoryStore: {held!r}")
+    return held
+
+
+def _queued(chain: Chain, level: int, amounts: tuple[int, ...]) -> Denial:
+    """A denial for a request that fits but must queue behind earlier waiters there."""
+    ledger = chain.ledgers[level]
+    index = chain.indexes[level]
+    held = amounts if index is None else tuple(0 if j < 0 else amounts[j] for j in index)
+    i = max(range(len(held)), key=held.__getitem__)  # name the largest ask
+    dim = ledger.dims[i]
+    remaining = ledger.snapshot().remaining[dim]
+    return Denial(ledger.name, level, dim, held[i], remaining, impossible=False, queued=True)
