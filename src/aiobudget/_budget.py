@@ -161,12 +161,12 @@ class Budget:
         served, for live reservations to settle, and still fails at once when spent
         alone makes it impossible. Bad amounts raise here, before anything changes.
         """
-        vector = self._vector(amounts, dims)
+        vector = self._account.vector(dims) if amounts is None else self._vector(amounts, dims)
         if timeout is not None and not (isinstance(timeout, int | float) and timeout >= 0):
             raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
         if on_unrecorded not in _ON_UNRECORDED:
             raise ValueError(f"on_unrecorded must be 'refund' or 'charge', not {on_unrecorded!r}")
-        caps = self._caps(request_limit)
+        caps = None if request_limit is None else self._caps(request_limit)
         if caps is not None:
             i = first_over(vector, caps)
             if i >= 0:

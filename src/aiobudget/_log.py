@@ -77,29 +77,45 @@ CALLBACK_FAILED: Final = "budget.callback_failed"
 class _Logger:
     """structlog's ``get_logger("aiobudget")``, resolved once per configuration."""
 
-    __slots__ = ("_bound", "_debug", "_key")
+    __slots__ = (
+        "_bound",
+        "_configured",
+        "_context",
+        "_debug",
+        "_factory",
+        "_processors",
+        "_wrapper",
+    )
 
     def __init__(self) -> None:
-        self._key: tuple[object, ...] = ()
+        self._processors: object = None
+        self._wrapper: object = None
+        self._factory: object = None
+        self._context: object = None
+        self._configured: object = None
         self._bound: Any = None
         self._debug = False
 
     def _current(self) -> Any:
         config = _structlog_config._CONFIG
-        key = (
-            config.default_processors,
-            config.default_wrapper_class,
-            config.logger_factory,
-            config.default_context_class,
-            config.is_configured,
-        )
-        old = self._key
-        if len(old) != len(key) or any(a is not b for a, b in zip(old, key)):
-            bound = structlog.get_logger("aiobudget").bind()
-            enabled = getattr(bound, "is_enabled_for", None)
-            self._debug = config.is_configured and (enabled is None or enabled(logging.DEBUG))
-            self._bound, self._key = bound, key
-        return self._bound
+        if (
+            config.default_processors is self._processors
+            and config.default_wrapper_class is self._wrapper
+            and config.logger_factory is self._factory
+            and config.default_context_class is self._context
+            and config.is_configured is self._configured
+        ):
+            return self._bound
+        bound = structlog.get_logger("aiobudget").bind()
+        enabled = getattr(bound, "is_enabled_for", None)
+        self._debug = config.is_configured and (enabled is None or enabled(logging.DEBUG))
+        self._bound = bound
+        self._processors = config.default_processors
+        self._wrapper = config.default_wrapper_class
+        self._factory = config.logger_factory
+        self._context = config.default_context_class
+        self._configured = config.is_configured
+        return bound
 
     @property
     def debug_enabled(self) -> bool:

@@ -169,7 +169,8 @@ class Reservation:
         Takes the same forms as `Budget.reserve`: a `Usage`, a mapping, or keywords.
         Usage above the reservation is allowed and charged: the ledger tells the truth.
         """
-        vector = self._budget._vector(amounts, dims)
+        budget = self._budget
+        vector = budget._account.vector(dims) if amounts is None else budget._vector(amounts, dims)
         if self._state == _CLOSED:
             raise ReservationClosed("cannot record on a reservation that is already closed")
         recorded = self._recorded

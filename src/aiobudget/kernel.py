@@ -315,7 +315,11 @@ class Ledger:
             i = index.get(dim)
             if i is None:
                 raise UnknownDimension(str(dim), known=self.dims, budget=self.name)
-            out[i] = check_amount(value, dim)
+            out[i] = (
+                value
+                if type(value) is int and 0 <= value <= MAX_AMOUNT
+                else check_amount(value, dim)
+            )
         return tuple(out)
 
     def mapping(self, vector: Iterable[int]) -> dict[str, int]:

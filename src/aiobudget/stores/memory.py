@@ -124,7 +124,7 @@ class MemoryAccount:
     def _try(self, amounts: tuple[int, ...], use_headroom: bool) -> Lease | Denial:
         """Reserve unless a queued waiter holds a level of this chain back. Under lock."""
         chain = self._chain
-        blocker = self._queue.blocker(chain)
+        blocker = self._queue.blocker(chain) if self._queue._blocked else None
         if blocker is None:
             return chain.reserve(amounts, use_headroom=use_headroom)
         denial = chain.check(amounts, use_headroom=use_headroom)
@@ -143,9 +143,10 @@ class MemoryAccount:
 
     def settle_nowait(self, held: Held, actual: tuple[int, ...]) -> Outcome:
         """Settle *held* with *actual*, and hand what it freed to waiters."""
+        lease = held if type(held) is Lease else _lease(held)
         with self._lock:
-            outcome = _lease(held).settle(actual)
-            if self._queue:
+            outcome = lease.settle(actual)
+            if self._queue._queue:
                 self._queue.grant()
             return outcome
 
