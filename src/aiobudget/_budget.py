@@ -319,9 +319,20 @@ class Budget:
     ) -> Budget:
         """A budget inside this one: every operation on it applies to this budget (and
         its ancestors) too, atomically. A reservation fits only if it fits at every
-        level; dimensions a parent lacks are not charged to it."""
+        level; dimensions a parent lacks are not charged to it.
+
+        The child also has every dimension of this budget it does not name, without a
+        limit of its own (``2**63 - 1``), so usage recorded on the child always reaches
+        the parent's limits: ``parent.child({TOKENS: 1_000})`` still counts cost and
+        calls against the parent.
+        """
+        if not isinstance(limits, Mapping):
+            raise InvalidLimits(
+                f"limits must be a mapping of dimension to Limit or int, not {limits!r}"
+            )
+        inherited = {dim: MAX_AMOUNT for dim in self.dims if dim not in limits}
         return Budget(
-            limits,
+            {**limits, **inherited},
             name=name,
             store=self._store,
             on_warn=on_warn,
@@ -346,7 +357,7 @@ class Budget:
         """Log each crossing once and call the owning budget's callback."""
         for crossing in outcome.crossings:
             verdict = crossing.verdict
-            owner = next((b for b in self._lineage if b.name == crossing.budget), self)
+            owner = self._lineage[crossing.level]
             if verdict.status is Status.EXHAUSTED:
                 event, callback = _log.EXHAUSTED, owner._on_exhausted
             else:

@@ -170,10 +170,15 @@ CONTINUE: Final = Verdict(Status.CONTINUE)
 @dataclass(frozen=True, slots=True)
 class Crossing:
     """A budget whose status rose (to WARN or EXHAUSTED) for the first time since its
-    last reset. Reported once per crossing so logs and callbacks are not flooded."""
+    last reset. Reported once per crossing so logs and callbacks are not flooded.
+
+    ``level`` counts from the leaf of the chain the operation ran on (0 is the budget
+    itself, 1 its parent, ...): names need not be unique along a chain.
+    """
 
     budget: str | None
     verdict: Verdict
+    level: int = 0
 
 
 @final
@@ -504,10 +509,13 @@ def _combine(outcomes: list[Outcome]) -> Outcome:
     """The worst verdict over levels (the nearest on a tie), with every crossing."""
     worst = outcomes[0].verdict
     crossings: tuple[Crossing, ...] = ()
-    for outcome in outcomes:
+    for level, outcome in enumerate(outcomes):
         if _RANK[outcome.verdict.status] > _RANK[worst.status]:
             worst = outcome.verdict
-        crossings += outcome.crossings
+        if outcome.crossings:
+            crossings += tuple(
+                Crossing(crossing.budget, crossing.verdict, level) for crossing in outcome.crossings
+            )
     if not crossings and worst is outcomes[0].verdict:
         return outcomes[0]
     return Outcome(worst, crossings)

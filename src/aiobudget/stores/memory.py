@@ -64,7 +64,8 @@ class MemoryStore:
                 ledger, chain, queue = found
                 given = {dim: Limit.of(limit) for dim, limit in limits.items()}
                 stored = dict(zip(ledger.dims, ledger.limits))
-                if given != stored:
+                # Order matters too: it decides which dimension a verdict names.
+                if list(given.items()) != list(stored.items()):
                     if not update_limits:
                         raise LimitsMismatch(budget=str(name), stored=stored, given=given)
                     if tuple(given) != ledger.dims:

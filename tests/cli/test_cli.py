@@ -1,0 +1,507 @@
+"""The ``aiobudget`` command: run in-process through `main`, or as a real process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import structlog
+import structlog.testing
+
+from aiobudget import CALLS, TOKENS, Budget, Limit
+from aiobudget._cli import main
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+UNREACHABLE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+# A small, quick demo: 8 agents, 3 calls each, 20 ms per call.
+SMALL = ["demo", "--agents", "8", "--calls", "3", "--latency", "0.02", "--seed", "3"]
+
+
+def _env() -> dict[str, str]:
+    """The environment of a child process that imports this checkout's aiobudget."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
+    env.pop("NO_COLOR", None)
+    return env
+
+
+def _run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our interpreter, our arguments
+        [sys.executable, "-m", "aiobudget", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _demo_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    assert main([*SMALL, *args, "--json"]) == 0
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
+
+
+def _assert_sound(report: Mapping[str, Any]) -> None:
+    """What the demo exists to show: nothing overspent, nothing lost, nothing held."""
+    assert report["ok"] is True
+    assert all(report["checks"].values())
+    for d in report["dims"].values():
+        assert d["spent"] <= d["limit"]
+        assert d["peak"] <= d["limit"]
+        assert d["reserved"] == 0
+        assert d["spent"] == d["charged_total"]
+        assert d["refunded"] == d["reserved_total"] - d["charged_total"]
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """Every test starts and ends with structlog unconfigured."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
+class TestHelp:
+    def test_help_lists_commands_and_exit_codes(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--help exits 0 and documents the subcommands and the exit codes."""
+        assert main(["--help"]) == 0
+        out = capsys.readouterr().out
+        for word in ("demo", "show", "reset", "set-limit", "exit codes", "3    the budget"):
+            assert word in out
+
+    def test_each_subcommand_has_help(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Every subcommand answers --help with its options."""
+        for command, option in (
+            ("demo", "--agents"),
+            ("show", "--redis"),
+            ("reset", "--yes"),
+            ("set-limit", "--warn"),
+        ):
+            assert main([command, "--help"]) == 0
+            assert option in capsys.readouterr().out
+
+    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--version prints the package version."""
+        import aiobudget
+
+        assert main(["--version"]) == 0
+        assert capsys.readouterr().out.strip() == f"aiobudget {aiobudget.__version__}"
+
+    def test_python_dash_m(self) -> None:
+        """``python -m aiobudget --help`` works in a real process."""
+        result = _run("--help")
+        assert result.returncode == 0
+        assert "usage: aiobudget" in result.stdout
+        assert "exit codes" in result.stdout
+
+
+class TestBadUsage:
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            ([], "required"),
+            (["frobnicate"], "invalid choice"),
+            (["demo", "--agents", "0"], "is not positive"),
+            (["demo", "--agents", "many"], "is not an integer"),
+            (["demo", "--latency", "-1"], "between 0 and 3600"),
+            (["demo", "--usd", "lots"], "not a number"),
+            (["demo", "--processes", "2"], "--processes needs --redis"),
+            (["demo", "--redis", UNREACHABLE, "--backend", "trio"], "runs on asyncio"),
+            (["show"], "required: NAME"),
+            (["set-limit", "b", "tokens"], "required: VALUE"),
+            (["set-limit", "b", "tokens", "lots", "--yes"], "VALUE 'lots' is not an amount"),
+            (["set-limit", "b", "tokens", "-5", "--yes"], "is not an amount"),
+            (["set-limit", "b", "tokens", "$5", "--yes"], "'tokens' is not 'cost_micros'"),
+            (["show", "b", "--redis", "nonsense://x"], "invalid Redis URL"),
+        ],
+    )
+    def test_exit_2_with_a_clear_message(
+        self, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    ) -> None:
+        """Bad arguments exit 2 with a message naming the problem, and no traceback."""
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err
+        assert "error:" in err
+        assert "Traceback" not in err
+
+    @pytest.mark.parametrize("command", [["reset", "b"], ["set-limit", "b", "tokens", "10"]])
+    def test_destructive_commands_need_yes_without_a_terminal(
+        self, capsys: pytest.CaptureFixture[str], command: list[str]
+    ) -> None:
+        """Without a terminal to ask on, reset and set-limit refuse (2) unless --yes,
+        before touching Redis (the URL here does not even answer)."""
+        assert main([*command, "--redis", UNREACHABLE]) == 2
+        err = capsys.readouterr().err
+        assert "pass --yes" in err
+
+
+class TestDemo:
+    def test_json_report_shows_no_overspend(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The JSON report is the only output, and it proves the budget was kept."""
+        report = _demo_json(capsys)
+        _assert_sound(report)
+        assert report["store"] == "memory"
+        assert report["agents"] == 8
+        assert report["seed"] == 3
+        assert set(report["dims"]) == {"tokens", "cost_micros", "calls"}
+        assert report["agents_completed"] + report["agents_denied"] == 8
+
+    def test_a_tight_budget_denies_and_still_holds(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """When the budget runs out, agents are denied, spend stays within the limit, and
+        reservations that were not used are refunded."""
+        report = _demo_json(capsys, "--tokens", "15000")
+        _assert_sound(report)
+        assert report["agents_denied"] > 0
+        assert sum(report["denials"].values()) == report["agents_denied"]
+        assert report["dims"]["tokens"]["spent"] <= 15_000
+        assert report["dims"]["tokens"]["refunded"] > 0
+
+    def test_same_seed_same_run(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """With room for every call, a seed fixes what every agent does and uses."""
+        roomy = ["--tokens", "10000000", "--usd", "1000", "--wait", "1"]
+        first, second = _demo_json(capsys, *roomy), _demo_json(capsys, *roomy)
+        assert first["agents_denied"] == 0
+        assert {d: v["spent"] for d, v in first["dims"].items()} == {
+            d: v["spent"] for d, v in second["dims"].items()
+        }
+        assert first["calls"] == second["calls"]
+        assert (
+            first["dims"]["calls"]["limit"]
+            >= first["dims"]["calls"]["spent"]
+            == 8 * 3 - (first["calls"]["cancelled"])
+        )
+
+    def test_on_trio(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The demo runs on trio as well as asyncio."""
+        _assert_sound(_demo_json(capsys, "--backend", "trio"))
+
+    def test_plain_progress_lines_when_not_a_terminal(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Piped output gets plain progress lines and a text report, with no ANSI codes."""
+        assert main(SMALL) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out
+        assert re.search(r"^\[\s*0\.\d+s\] tokens \S+/\S+", out, re.MULTILINE)
+        assert "active" in out
+        assert "waiting" in out
+        assert "completed" in out
+        assert "denied" in out
+        assert "ok   nothing was overspent: spent <= limit on every dimension" in out
+        assert "FAIL" not in out
+        assert "peak spent+reserved" in out
+        assert "refunded" in out
+
+    def test_logs_go_to_stderr_with_verbose_and_config_is_restored(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """-v prints aiobudget's log events on stderr (not stdout, which holds the JSON);
+        afterwards structlog is configured as it was before."""
+        assert main(["-v", *SMALL, "--tokens", "8000", "--json"]) == 0
+        captured = capsys.readouterr()
+        assert "budget.denied" in captured.err
+        json.loads(captured.out)
+        assert not structlog.is_configured()
+
+    def test_quiet_by_default(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Without -v the expected denials log nothing anywhere."""
+        assert main([*SMALL, "--tokens", "8000", "--json"]) == 0
+        captured = capsys.readouterr()
+        assert "budget." not in captured.err
+        assert "budget." not in captured.out.replace('"budget": "demo"', "")
+
+    def test_live_display_on_a_terminal(self) -> None:
+        """On a terminal the demo redraws a block in place with ANSI codes, then prints
+        the report; the cursor is hidden during the redraws and shown again."""
+        master, slave = os.openpty()
+        process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
+            [sys.executable, "-m", "aiobudget", *SMALL, "--latency", "0.1"],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**_env(), "TERM": "xterm"},
+        )
+        os.close(slave)
+        output = bytearray()
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([master], [], [], 1)
+                if not ready:
+                    continue
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed its end
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        finally:
+            os.close(master)
+        assert process.wait(timeout=10) == 0
+        text = output.decode()
+        assert "\x1b[?25l" in text  # cursor hidden
+        assert text.count("\x1b[2K") > 10  # lines erased and rewritten
+        assert len(re.findall(r"\x1b\[\d+F", text)) >= 2  # back up to redraw, twice or more
+        assert "\x1b[?25h" in text  # cursor shown again
+        assert "nothing was overspent" in text
+        assert "Traceback" not in text
+
+
+class TestUnreachableRedis:
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["show", "b", "--redis", UNREACHABLE],
+            ["show", "b", "--json", "--redis", UNREACHABLE],
+            ["reset", "b", "--yes", "--redis", UNREACHABLE],
+            ["set-limit", "b", "tokens", "5", "--yes", "--redis", UNREACHABLE],
+            ["demo", "--agents", "2", "--redis", UNREACHABLE],
+        ],
+    )
+    def test_one_line_and_exit_1(self, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+        """Redis not answering is an operational failure: exit 1, one line naming the
+        URL on stderr, no traceback."""
+        pytest.importorskip("redis")
+        assert main(argv) == 1
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith("aiobudget: error:")
+        assert "127.0.0.1:1" in lines[0]
+        assert "Traceback" not in captured.err
+
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("redis://:s3cret@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+            ("redis://me:s3cret@127.0.0.1:1/0", "redis://me:***@127.0.0.1:1/0"),
+            ("redis://127.0.0.1:1/0?password=s3cret", "redis://127.0.0.1:1/0?password=%2A%2A%2A"),
+        ],
+    )
+    def test_password_is_not_shown(
+        self, capsys: pytest.CaptureFixture[str], url: str, shown: str
+    ) -> None:
+        """A password in the URL never reaches the terminal."""
+        pytest.importorskip("redis")
+        assert main(["show", "b", "--redis", url]) == 1
+        err = capsys.readouterr().err
+        assert "s3cret" not in err
+        assert f"cannot reach Redis at {shown}:" in err
+
+    def test_in_a_real_process(self) -> None:
+        """From a shell: exit 1, one line, no traceback."""
+        pytest.importorskip("redis")
+        result = _run("show", "b", "--redis", UNREACHABLE)
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""
+
+
+# -- against a real Redis -----------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    """A stdin that is a terminal, with a person's answer typed in."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _put(url: str, prefix: str, name: str, limits: Mapping[str, Limit | int], **spent: int) -> None:
+    """Create budget *name* in Redis and charge *spent*."""
+    from redis.asyncio import Redis
+
+    from aiobudget.stores.redis import RedisStore
+
+    async def go() -> None:
+        client = Redis.from_url(url)
+        try:
+            budget = Budget(limits, name=name, store=RedisStore(client, prefix=prefix))
+            await budget.charge(spent)
+        finally:
+            await client.aclose()
+
+    with structlog.testing.capture_logs():  # this setup's own log events stay out of stdout
+        anyio.run(go)
+
+
+@pytest.fixture
+def redis_args(redis_url: str, redis_prefix: str) -> list[str]:
+    """``--redis URL --prefix P`` of a real Redis and this test's own key prefix."""
+    pytest.importorskip("aiobudget.stores.redis")
+    return ["--redis", redis_url, "--prefix", redis_prefix]
+
+
+@pytest.fixture
+def stored(redis_url: str, redis_prefix: str, redis_args: list[str]) -> str:
+    """A budget 'tenant-7' in Redis: tokens 1,200 of 10,000 (warn 8,000), calls 3 of 50."""
+    _put(
+        redis_url,
+        redis_prefix,
+        "tenant-7",
+        {TOKENS: Limit(10_000, warn=8_000), CALLS: 50},
+        tokens=1_200,
+        calls=3,
+    )
+    return "tenant-7"
+
+
+@pytest.mark.redis
+class TestWithRedis:
+    @pytest.fixture(autouse=True)
+    def _describe(self) -> None:
+        """show, reset and set-limit open a budget by name alone: they need the store to
+        say what the stored limits are."""
+        from aiobudget.stores.redis import RedisStore
+
+        if not hasattr(RedisStore, "describe"):
+            pytest.skip("RedisStore.describe(name) is not there yet")
+
+    def _show(self, capsys: pytest.CaptureFixture[str], redis_args: list[str], name: str) -> Any:
+        code = main(["show", name, "--json", *redis_args])
+        return code, json.loads(capsys.readouterr().out)
+
+    def test_show_json(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str], stored: str
+    ) -> None:
+        """show --json gives limits, spent, reserved, remaining and the verdict."""
+        code, shown = self._show(capsys, redis_args, stored)
+        assert code == 0
+        assert shown == {
+            "name": "tenant-7",
+            "dims": {
+                "tokens": {
+                    "limit": 10_000,
+                    "warn": 8_000,
+                    "headroom": 0,
+                    "spent": 1_200,
+                    "reserved": 0,
+                    "remaining": 8_800,
+                },
+                "calls": {
+                    "limit": 50,
+                    "warn": None,
+                    "headroom": 0,
+                    "spent": 3,
+                    "reserved": 0,
+                    "remaining": 47,
+                },
+            },
+            "verdict": {"status": "continue", "dim": None},
+        }
+
+    def test_show_text(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str], stored: str
+    ) -> None:
+        """show prints a table a person can read."""
+        assert main(["show", stored, *redis_args]) == 0
+        out = capsys.readouterr().out
+        assert "budget 'tenant-7'" in out
+        assert re.search(r"tokens\s+10,000\s+8,000\s+0\s+1,200\s+0\s+8,800", out)
+        assert "verdict: continue" in out
+
+    def test_show_unknown_budget(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str]
+    ) -> None:
+        """An unknown name is a failure (1) that says where it looked."""
+        assert main(["show", "nobody", *redis_args]) == 1
+        assert "no budget named 'nobody'" in capsys.readouterr().err
+
+    def test_show_exhausted_exits_3(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        redis_url: str,
+        redis_prefix: str,
+        redis_args: list[str],
+    ) -> None:
+        """A script can tell an exhausted budget by the exit code 3."""
+        _put(redis_url, redis_prefix, "spent", {TOKENS: 100}, tokens=100)
+        code, shown = self._show(capsys, redis_args, "spent")
+        assert code == 3
+        assert shown["verdict"] == {"status": "exhausted", "dim": "tokens"}
+
+    def test_reset_with_yes(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str], stored: str
+    ) -> None:
+        """reset --yes sets spent to 0 and reports before and after."""
+        assert main(["reset", stored, "--yes", "--json", *redis_args]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["before"]["dims"]["tokens"]["spent"] == 1_200
+        assert result["after"]["dims"]["tokens"]["spent"] == 0
+        assert self._show(capsys, redis_args, stored)[1]["dims"]["calls"]["spent"] == 0
+
+    @pytest.mark.parametrize("case", [("y\n", 0, 0), ("n\n", 1, 1_200)])
+    def test_reset_asks_on_a_terminal(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        redis_args: list[str],
+        stored: str,
+        case: tuple[str, int, int],
+    ) -> None:
+        """On a terminal reset asks first; only 'y' resets (exit 1 and no change on 'n')."""
+        answer, code, spent = case
+        monkeypatch.setattr(sys, "stdin", _Terminal(answer))
+        assert main(["reset", stored, *redis_args]) == code
+        assert "[y/N]" in capsys.readouterr().err
+        monkeypatch.undo()
+        assert self._show(capsys, redis_args, stored)[1]["dims"]["tokens"]["spent"] == spent
+
+    def test_set_limit(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str], stored: str
+    ) -> None:
+        """set-limit changes one dimension's limit and keeps its warn level."""
+        assert main(["set-limit", stored, "tokens", "20_000", "--yes", *redis_args]) == 0
+        assert "tokens limit 10,000 -> 20,000" in capsys.readouterr().out
+        dims = self._show(capsys, redis_args, stored)[1]["dims"]
+        assert (dims["tokens"]["limit"], dims["tokens"]["warn"]) == (20_000, 8_000)
+        assert dims["calls"]["limit"] == 50
+
+    def test_set_limit_below_warn_needs_a_new_warn(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str], stored: str
+    ) -> None:
+        """A limit below the kept warn level is refused (2) until --warn says what to do."""
+        assert main(["set-limit", stored, "tokens", "5000", "--yes", *redis_args]) == 2
+        assert "pass --warn" in capsys.readouterr().err
+        argv = ["set-limit", stored, "tokens", "5000", "--warn", "none", "--yes", "--json"]
+        assert main([*argv, *redis_args]) == 0
+        after = json.loads(capsys.readouterr().out)["after"]["dims"]["tokens"]
+        assert (after["limit"], after["warn"]) == (5_000, None)
+
+    def test_set_limit_unknown_dimension(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str], stored: str
+    ) -> None:
+        """Naming a dimension the budget lacks is a usage error listing the real ones."""
+        assert main(["set-limit", stored, "pixels", "5", "--yes", *redis_args]) == 2
+        assert "has no dimension 'pixels'; it has tokens, calls" in capsys.readouterr().err
+
+
+@pytest.mark.redis
+class TestDemoWithRedis:
+    def test_demo_across_processes(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str]
+    ) -> None:
+        """Two worker processes share one budget through Redis and do not overspend it."""
+        argv = [*SMALL, "--tokens", "20000", "--processes", "2", "--json", *redis_args]
+        assert main(argv) == 0
+        report = json.loads(capsys.readouterr().out)
+        _assert_sound(report)
+        assert (report["store"], report["processes"]) == ("redis", 2)
+        assert report["agents_completed"] + report["agents_denied"] == 8
