@@ -136,6 +136,12 @@ class Budget:
             return None
         if isinstance(request_limit, Usage):
             request_limit = {k: v for k, v in request_limit.amounts(self.dims).items() if v}
+        elif not isinstance(request_limit, Mapping):
+            raise InvalidAmount(
+                f"request_limit must be a Usage or a mapping of dimension to int, "
+                f"not {request_limit!r}",
+                value=request_limit,
+            )
         named = self._account.vector(request_limit)
         return tuple(
             cap if dim in request_limit else MAX_AMOUNT for dim, cap in zip(self.dims, named)
@@ -304,6 +310,8 @@ class Budget:
         _log.logger.info(
             _log.LIMITS_UPDATED, budget=self.name, limits={d: v.limit for d, v in new.items()}
         )
+        if outcome.crossings:
+            await self._announce(outcome)
         return outcome.verdict
 
     # -- hierarchy ----------------------------------------------------------------------

@@ -112,6 +112,12 @@ class Reservation:
         return dict(zip(self._budget.dims, self._recorded or (0,) * len(self._amounts)))
 
     @property
+    def has_recorded(self) -> bool:
+        """True once `record` was called (even with zeros): the exit then settles what was
+        recorded rather than applying ``on_unrecorded``."""
+        return self._recorded is not None
+
+    @property
     def held(self) -> bool:
         """True while the reservation holds budget."""
         return self._state == _HELD
@@ -124,15 +130,20 @@ class Reservation:
             raise ReservationClosed("a reservation can be entered only once")
         budget = self._budget
         local = budget._local
-        if local is not None and self._timeout is None:
+        if local is not None:
             result = local.reserve_nowait(self._amounts, use_headroom=self._use_headroom)
+            if (
+                self._timeout is not None
+                and self._timeout > 0
+                and isinstance(result, Denial)
+                and not result.impossible
+            ):
+                result = await self._wait(budget)
+        elif self._timeout is not None:
+            result = await self._wait(budget)
         else:
-            if self._timeout is not None and _log.logger.debug_enabled:
-                _log.logger.debug(
-                    _log.WAITING, budget=budget.name, amounts=self.amounts, timeout=self._timeout
-                )
             result = await budget._account.reserve(
-                self._amounts, use_headroom=self._use_headroom, timeout=self._timeout
+                self._amounts, use_headroom=self._use_headroom, timeout=None
             )
         if isinstance(result, Denial):
             self._state = _CLOSED
@@ -143,8 +154,20 @@ class Reservation:
         if _log.logger.debug_enabled:
             _log.logger.debug(_log.RESERVED, budget=budget.name, amounts=self.amounts)
         if result.outcome.crossings:
-            await budget._announce(result.outcome)
+            # Shielded: a cancellation here would escape __aenter__ with budget held
+            # and no __aexit__ to give it back.
+            with anyio.CancelScope(shield=True):
+                await budget._announce(result.outcome)
         return True
+
+    async def _wait(self, budget: Budget) -> Held | Denial:
+        if _log.logger.debug_enabled:
+            _log.logger.debug(
+                _log.WAITING, budget=budget.name, amounts=self.amounts, timeout=self._timeout
+            )
+        return await budget._account.reserve(
+            self._amounts, use_headroom=self._use_headroom, timeout=self._timeout
+        )
 
     async def __aenter__(self) -> Reservation:
         if self._state == _HELD:  # entered by try_reserve

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Context, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Final, final
 
@@ -40,9 +40,6 @@ MILLIS: Final = "millis"
 
 MICROS: Final = 1_000_000
 
-# Our own context, so a caller's decimal settings (a low precision, say) can never round
-# a price or a sum: 100 digits hold any product of two in-range values exactly.
-_EXACT: Final = Context(prec=100, traps=[InvalidOperation])
 
 MoneyValue = int | Decimal | str | float
 
@@ -74,21 +71,54 @@ def _decimal(value: object, what: str) -> Decimal:
     return number
 
 
-def _ceil_units(number: Decimal, what: str, value: object) -> int:
-    units = int(number.to_integral_value(rounding=ROUND_CEILING, context=_EXACT))
-    if units > MAX_AMOUNT:
-        raise InvalidAmount(f"{what} {value!r} is more than 2**63 - 1 units", value=value)
-    return units
+# Exact arithmetic on (mantissa, exponent) pairs: a Decimal context would round a long
+# or extreme value before the final round-up, undercounting spend.
+_MAX_ADJUSTED: Final = 40  # 10**40 of anything is far past 2**63 - 1 units
+_MIN_EXPONENT: Final = -1000  # prices with more decimal places than this are refused
+
+
+def _parts(number: Decimal) -> tuple[int, int]:
+    """*number* (finite, non-negative) as ``(m, e)`` with ``number == m * 10**e``."""
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    return int("".join(map(str, digits)) or "0"), exponent
+
+
+def _too_large(what: str, value: object) -> InvalidAmount:
+    return InvalidAmount(f"{what} {value!r} is more than 2**63 - 1 units", value=value)
+
+
+def _ceil_div(numerator: int, exponent: int) -> int:
+    """``ceil(numerator * 10**exponent)``."""
+    power: int = 10 ** abs(exponent)
+    if exponent >= 0:
+        return numerator * power
+    return -(-numerator // power)
+
+
+def _units(total: int, what: str, value: object) -> int:
+    if total > MAX_AMOUNT:
+        raise _too_large(what, value)
+    return total
 
 
 def money(value: MoneyValue, *, scale: int = MICROS) -> int:
     """Convert an amount of currency to integer units of ``1/scale``, rounding up.
 
-    ``money("12.5", scale=100)`` is 1250 cents; the default scale is micro-units.
+    ``money("12.5", scale=100)`` is 1250 cents; the default scale is micro-units. Any
+    fraction of a unit, however small, counts as a whole unit.
     """
-    if type(scale) is not int or scale < 1:
-        raise InvalidAmount(f"scale {scale!r} must be a positive int", value=scale)
-    return _ceil_units(_EXACT.multiply(_decimal(value, "money value"), scale), "money value", value)
+    if type(scale) is not int or not 1 <= scale <= MAX_AMOUNT:
+        raise InvalidAmount(f"scale {scale!r} must be an int in 1 .. 2**63 - 1", value=scale)
+    number = _decimal(value, "money value")
+    if not number:
+        return 0
+    if number.adjusted() > _MAX_ADJUSTED:
+        raise _too_large("money value", value)
+    if number.adjusted() < -_MAX_ADJUSTED:
+        return 1  # below 10**-40, times any scale, is a positive fraction of one unit
+    mantissa, exponent = _parts(number)
+    return _units(_ceil_div(mantissa * scale, exponent), "money value", value)
 
 
 def usd(value: MoneyValue) -> int:
@@ -179,6 +209,8 @@ class Usage:
         if prompt is None and completion is None:
             prompt = _field(usage, "input_tokens")
             completion = _field(usage, "output_tokens")
+        if prompt is None and completion is None:
+            raise _no_usage(obj)
         return cls(input_tokens=prompt or 0, output_tokens=completion or 0)
 
     @classmethod
@@ -190,6 +222,8 @@ class Usage:
         ``input_tokens``.
         """
         usage = _usage_of(obj)
+        if _field(usage, "input_tokens") is None and _field(usage, "output_tokens") is None:
+            raise _no_usage(obj)
         total_input = _sat(
             (_field(usage, "input_tokens") or 0)
             + (_field(usage, "cache_read_input_tokens") or 0)
@@ -212,6 +246,11 @@ def _usage_of(obj: object) -> object:
     return obj if usage is None else usage
 
 
+def _no_usage(obj: object) -> InvalidAmount:
+    # Zeros would silently undercount: say so instead, and let the caller decide.
+    return InvalidAmount(f"no token counts found in {type(obj).__name__} {obj!r:.200}", value=obj)
+
+
 def _field(usage: object, name: str) -> int | None:
     value = _get(usage, name)
     if value is None:
@@ -225,8 +264,9 @@ class Pricing:
     """Prices per million tokens, in currency units, turning tokens into ``cost_micros``.
 
     ``Pricing(input="2.50", output="10")`` is $2.50 per million input tokens and $10 per
-    million output tokens. Prices are exact decimals; a cost is rounded up once, at the
-    end, to whole micro-units.
+    million output tokens. Prices are exact decimals (at most 1000 decimal places); a
+    cost is computed exactly and rounded up once, at the end, to whole units of
+    ``1/scale`` (micro-units by default).
     """
 
     input: Decimal
@@ -234,10 +274,18 @@ class Pricing:
     scale: int = MICROS
 
     def __init__(self, input: MoneyValue, output: MoneyValue, *, scale: int = MICROS) -> None:
-        if type(scale) is not int or scale < 1:
-            raise InvalidAmount(f"scale {scale!r} must be a positive int", value=scale)
-        object.__setattr__(self, "input", _decimal(input, "input price"))
-        object.__setattr__(self, "output", _decimal(output, "output price"))
+        if type(scale) is not int or not 1 <= scale <= MAX_AMOUNT:
+            raise InvalidAmount(f"scale {scale!r} must be an int in 1 .. 2**63 - 1", value=scale)
+        for name, value in (("input", input), ("output", output)):
+            price = _decimal(value, f"{name} price")
+            if price and price.adjusted() > _MAX_ADJUSTED:
+                raise _too_large(f"{name} price", value)
+            if price and _parts(price)[1] < _MIN_EXPONENT:
+                raise InvalidAmount(
+                    f"{name} price {value!r} has more than {-_MIN_EXPONENT} decimal places",
+                    value=value,
+                )
+            object.__setattr__(self, name, price)
         object.__setattr__(self, "scale", scale)
 
     def cost(
@@ -248,13 +296,14 @@ class Pricing:
             input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
         check_amount(input_tokens, INPUT_TOKENS)
         check_amount(output_tokens, OUTPUT_TOKENS)
-        ctx = _EXACT
-        total = ctx.add(
-            ctx.multiply(input_tokens, self.input), ctx.multiply(output_tokens, self.output)
-        )
-        total = ctx.divide(ctx.multiply(total, self.scale), MICROS)
-        return _ceil_units(total, "cost", total)
+        (m_in, e_in), (m_out, e_out) = _parts(self.input), _parts(self.output)
+        low = min(e_in, e_out, 0)
+        numerator = (
+            input_tokens * m_in * 10 ** (e_in - low) + output_tokens * m_out * 10 ** (e_out - low)
+        ) * self.scale
+        # price per million tokens: divide by 10**6
+        return _units(_ceil_div(numerator, low - 6), "cost", numerator)
 
     def priced(self, usage: Usage) -> Usage:
-        """*usage* with its cost added to ``cost_micros``."""
+        """*usage* with its cost (in units of ``1/scale``) added to ``cost_micros``."""
         return usage + Usage(cost_micros=self.cost(usage))

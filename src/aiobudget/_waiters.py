@@ -7,6 +7,11 @@ owns its reservation the moment it is signalled. Nothing can slip in between the
 wake-up and the woken task resuming (anyio #1170), and a waiter cancelled in the same
 tick it was granted finds its reservation and gives it back, passing it on (anyio #947).
 
+A waiter that spend has made impossible (only a reset or new limits could let it in)
+is failed at once, wherever it stands in the queue. To keep that cheap, the queue keeps
+an upper bound of what its waiters ask per level and scans only when spend could rule
+the largest ask out.
+
 Fairness: a waiter that does not fit *blocks* the budget level that said no, so later
 waiters (and non-waiting reservations) touching that level cannot overtake it: a large
 request is not starved by a stream of small ones. Waiters behind it on unrelated
@@ -83,11 +88,13 @@ class Waiter:
 class WaitQueue:
     """The waiters of one budget tree, in arrival order. Use under the store's lock."""
 
-    __slots__ = ("_blocked", "_queue")
+    __slots__ = ("_blocked", "_largest", "_queue")
 
     def __init__(self) -> None:
         self._queue: deque[Waiter] = deque()
         self._blocked: dict[Ledger, int] = {}  # level -> waiters it holds back
+        # level -> per-dimension upper bound of what queued waiters ask there
+        self._largest: dict[Ledger, list[int]] = {}
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -105,6 +112,33 @@ class WaitQueue:
         """Queue *waiter*, held back at level *blocked*."""
         self._queue.append(waiter)
         self._block(waiter, blocked)
+        self._bound(waiter)
+
+    def _bound(self, waiter: Waiter) -> None:
+        for ledger, held in zip(waiter.chain.ledgers, waiter.chain.project(waiter.amounts)):
+            largest = self._largest.get(ledger)
+            if largest is None:
+                self._largest[ledger] = list(held)
+            else:
+                largest[:] = map(max, largest, held)
+
+    def fail_impossible(self) -> None:
+        """Fail the waiters that spend has ruled out, after spend grew or limits fell."""
+        if not self._queue or not any(
+            ledger.rules_out(largest) for ledger, largest in self._largest.items()
+        ):
+            return
+        failed = []
+        for waiter in self._queue:
+            if waiter.chain.impossible(waiter.amounts, use_headroom=waiter.use_headroom):
+                waiter.denial = waiter.chain.check(waiter.amounts, use_headroom=waiter.use_headroom)
+                failed.append(waiter)
+        for waiter in failed:
+            self.remove(waiter)
+            waiter.wake()
+        self._largest.clear()  # recompute the bound exactly from who is left
+        for waiter in self._queue:
+            self._bound(waiter)
 
     def remove(self, waiter: Waiter) -> None:
         """Take a waiter out (it gave up); the caller then calls `grant`."""

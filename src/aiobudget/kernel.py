@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final, final
+from typing import Final, NoReturn, final
 
 from ._errors import (
     BudgetExceeded,
@@ -369,11 +369,13 @@ class Ledger:
         self._peak = self._rank(code)
         return self._outcomes[code]
 
-    def set_limits(self, limits: Mapping[str, Limit | int]) -> Outcome:
+    def set_limits(self, limits: Mapping[str, Limit | int], *, report: bool = True) -> Outcome:
         """Replace the limits of the existing dimensions (same names, same order).
 
         Counters are kept, so a lower limit can leave the budget over it: the verdict says
-        so and new reservations wait or are denied, exactly as after an overspend.
+        so and new reservations wait or are denied, exactly as after an overspend. With
+        ``report=False`` a crossing the new limits cause is left for the next operation
+        to report (for callers that cannot announce it now).
         """
         new = tuple(Limit.of(limits[dim]) if dim in limits else None for dim in self.dims)
         if tuple(limits) != self.dims or None in new:
@@ -384,7 +386,12 @@ class Ledger:
         self._set_caps()
         code = self._code()
         self._peak = min(self._peak, self._rank(code))
-        return self._finish(code)
+        return self._finish(code) if report else self._outcomes[code]
+
+    def rules_out(self, amounts: Sequence[int], *, use_headroom: bool = False) -> bool:
+        """True when ``spent`` alone leaves no room for *amounts* (in this ledger's order)."""
+        caps = self._hard if use_headroom else self._soft
+        return any(spent + amount > cap for spent, amount, cap in zip(self._spent, amounts, caps))
 
     def _finish(self, code: int) -> Outcome:
         """The outcome for this ledger's new *code*, noting a first crossing."""
@@ -394,6 +401,14 @@ class Ledger:
         self._peak = rank
         verdict = self._verdicts[code]
         return Outcome(verdict, (Crossing(self.name, verdict),))
+
+
+def _wrong_length(amounts: Sequence[int], expected: int) -> NoReturn:
+    raise InvalidAmount(
+        f"an amount vector of {len(amounts)} values for a ledger of {expected} dimensions; "
+        "build it with Ledger.vector()",
+        value=amounts,
+    )
 
 
 def _saturate(value: int) -> int:
@@ -437,6 +452,8 @@ class Lease:
     def settle(self, actual: Sequence[int]) -> Outcome:
         """Release what is held and add *actual* (leaf dimensions) to ``spent``. Never
         refused: spend that happened is recorded, even past the limit."""
+        if len(actual) != len(self.amounts) and self.chain is not _CLOSED:
+            _wrong_length(actual, len(self.amounts))
         chain = self._close()
         if self._levels is None:
             return _settle(chain.ledgers[0], self.amounts, actual)
@@ -549,6 +566,8 @@ class Chain:
         Fits when ``spent + reserved + amount <= limit - headroom`` on every dimension of
         every level (``<= limit`` with *use_headroom*).
         """
+        if len(amounts) != len(self.leaf._hard):
+            _wrong_length(amounts, len(self.leaf._hard))
         if len(self.ledgers) == 1:
             ledger = self.leaf
             caps = ledger._hard if use_headroom else ledger._soft
@@ -578,6 +597,8 @@ class Chain:
 
     def check(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> Denial | None:
         """Where *amounts* would not fit now, or ``None`` if they would; changes nothing."""
+        if len(amounts) != len(self.leaf._hard):
+            _wrong_length(amounts, len(self.leaf._hard))
         for level, (ledger, index) in enumerate(zip(self.ledgers, self.indexes)):
             caps = ledger._hard if use_headroom else ledger._soft
             i = _first_unfit(ledger, _project(amounts, index), caps)
@@ -585,22 +606,24 @@ class Chain:
                 return self._deny(level, i, amounts, use_headroom)
         return None
 
+    def project(self, amounts: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+        """*amounts* (leaf order) as seen by each level, leaf first."""
+        return tuple(_project(amounts, index) for index in self.indexes)
+
+    def impossible(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> bool:
+        """True when ``spent`` alone rules *amounts* out at some level: no settle of live
+        reservations can make them fit (only a reset or new limits can)."""
+        return any(
+            ledger.rules_out(_project(amounts, index), use_headroom=use_headroom)
+            for ledger, index in zip(self.ledgers, self.indexes)
+        )
+
     def _deny(self, level: int, i: int, amounts: tuple[int, ...], use_headroom: bool) -> Denial:
         ledger = self.ledgers[level]
         held = _project(amounts, self.indexes[level])
         caps = ledger._hard if use_headroom else ledger._soft
         remaining = max(0, caps[i] - ledger._used[i])
-        impossible = any(
-            any(
-                spent + amount > cap
-                for spent, amount, cap in zip(
-                    other._spent,
-                    _project(amounts, index),
-                    other._hard if use_headroom else other._soft,
-                )
-            )
-            for other, index in zip(self.ledgers, self.indexes)
-        )
+        impossible = self.impossible(amounts, use_headroom=use_headroom)
         return Denial(ledger.name, level, ledger.dims[i], held[i], remaining, impossible)
 
     def charge(self, amounts: tuple[int, ...], *, strict: bool = False) -> Outcome:
@@ -609,6 +632,8 @@ class Chain:
         Never refused, unless *strict*: then, if any level would pass a limit
         (``spent + reserved + amount > limit``), raise `BudgetExceeded` and change nothing.
         """
+        if len(amounts) != len(self.leaf._hard):
+            _wrong_length(amounts, len(self.leaf._hard))
         if not strict and len(self.ledgers) == 1:
             return _add(self.leaf, amounts)
         levels = [_project(amounts, index) for index in self.indexes]

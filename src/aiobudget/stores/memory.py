@@ -40,7 +40,7 @@ class MemoryStore:
         self._named: dict[tuple[int, str], tuple[Ledger, Chain, WaitQueue]] = {}
         # Reservations garbage-collected while the lock was held, refunded at the next
         # operation: a finalizer must never wait for a lock its own thread may hold.
-        self._orphans: list[Lease] = []
+        self._orphans: list[tuple[Lease, WaitQueue]] = []
 
     def __repr__(self) -> str:
         return f"<MemoryStore budgets={len(self._named)}>"
@@ -73,8 +73,10 @@ class MemoryStore:
                             f"budget {name!r} has dimensions {ledger.dims}; "
                             "updating limits cannot change them"
                         )
-                    ledger.set_limits(given)
-                    queue.grant()
+                    # Not announced here (opening is synchronous): the next operation
+                    # reports any crossing the new limits cause.
+                    ledger.set_limits(given, report=False)
+                    _wake(queue)
                 return MemoryAccount(self, chain, queue)
             ledger = Ledger(limits, name=name)
             chain = Chain((ledger, *parent_chain.ledgers) if parent_chain else (ledger,))
@@ -116,9 +118,10 @@ class MemoryAccount:
     def _drain_orphans(self) -> None:
         orphans = self._store._orphans
         while orphans:
-            lease = orphans.pop()
+            lease, queue = orphans.pop()
             if lease.open:
                 lease.release()
+                _wake(queue)
 
     # -- synchronous core --------------------------------------------------------------
 
@@ -148,7 +151,7 @@ class MemoryAccount:
         with self._lock:
             outcome = lease.settle(actual)
             if self._queue._queue:
-                self._queue.grant()
+                _wake(self._queue)
             return outcome
 
     def release_nowait(self, held: Held) -> Outcome:
@@ -156,7 +159,7 @@ class MemoryAccount:
         with self._lock:
             outcome = _lease(held).release()
             if self._queue:
-                self._queue.grant()
+                self._queue.grant()  # a refund rules nobody out: no impossibility scan
             return outcome
 
     def abandon(self, held: Held) -> None:
@@ -171,7 +174,7 @@ class MemoryAccount:
             finally:
                 self._lock.release()
         else:
-            self._store._orphans.append(lease)
+            self._store._orphans.append((lease, self._queue))
 
     # -- Account -----------------------------------------------------------------------
 
@@ -228,8 +231,7 @@ class MemoryAccount:
         """Add *amounts* to ``spent`` (see `aiobudget.kernel.Chain.charge`)."""
         with self._lock:
             outcome = self._chain.charge(amounts, strict=strict)
-            if self._queue:
-                self._queue.grant()  # waiting may have become useless
+            _wake(self._queue)  # waiting may have become useless
             return outcome
 
     async def snapshot(self) -> Snapshot:
@@ -248,8 +250,15 @@ class MemoryAccount:
         """New limits for the same dimensions."""
         with self._lock:
             outcome = self._chain.leaf.set_limits(limits)
-            self._queue.grant()
+            _wake(self._queue)
             return outcome
+
+
+def _wake(queue: WaitQueue) -> None:
+    """After spend grew or limits changed: grant who fits now, fail who never can."""
+    if len(queue):
+        queue.grant()
+        queue.fail_impossible()
 
 
 def _lease(held: Held) -> Lease:

@@ -1,0 +1,415 @@
+"""FastAPI: every request reserves from its caller's budget, as a dependency.
+
+    budgets = {"key-alice": Budget({CALLS: 1_000, TOKENS: 2_000_000}, name="alice")}
+
+    def budget_for(request: Request) -> Budget:      # server side: the client names a key,
+        key = request.headers.get("x-api-key", "")   # never a budget
+        if key not in budgets:
+            raise HTTPException(401, "unknown API key")
+        return budgets[key]
+
+    metered = BudgetDependency(budget_for, calls=1, tokens=4_000)
+    Metered = Annotated[Reservation, Depends(metered)]   # reuse it on every route
+
+    @app.post("/chat")
+    async def chat(prompt: Prompt, held: Metered) -> Answer:
+        reply = await llm(prompt)
+        held.record(Usage.from_openai(reply), calls=1)  # every dimension used
+        return Answer(...)
+
+A `BudgetDependency` resolves the request's `Budget` on the server (``resolve`` is a sync
+or async callable of the `Request`), reserves its amounts for the request's lifetime,
+gives the endpoint the entered `Reservation`, and settles after the response is sent.
+What the endpoint records is charged. A request that ends normally without recording
+is charged its whole reservation (``on_unrecorded="charge"``, so ``calls=1`` is a quota
+of served requests), or nothing (``"refund"``: the amounts then only cap what is in
+flight). Recording replaces the reservation, so record every dimension used (the call
+too). A request that fails (the endpoint raises) is charged only what it recorded.
+
+For a whole router or app, put it in ``dependencies=[Depends(metered)]``; an endpoint
+then gets the reservation with ``Annotated[Reservation, Depends(reservation)]`` (the
+innermost one when several apply), or by naming ``Metered`` again: FastAPI runs one
+dependency once per request, so both mean the same reservation.
+
+**A denial** answers ``status_code`` (429 by default; 402 for a paid quota) with an RFC
+9457 problem, ``Content-Type: application/problem+json``::
+
+    {"type": "urn:aiobudget:budget-exhausted", "title": "Budget exhausted",
+     "status": 429, "detail": "budget 'alice' is exhausted on 'calls': requested 1,
+     remaining 0", "dim": "calls", "requested": 1, "remaining": 0, "budget": "alice"}
+
+It needs no setup: the dependency raises `BudgetDenied` (an `HTTPException`) and, the
+first time, registers `problem_response` for it with the app's exception middleware,
+unless the app has its own handler for `BudgetDenied`. `install_handlers` registers it
+up front, and also answers a `BudgetExhausted` that escapes an endpoint the same way.
+
+**Headers.** Every response of a budgeted route carries ``X-Budget-Remaining-<dim>:
+<int>`` for each dimension (what is left once this request's reservation is held; on a
+denial, for the dimension that said no). We chose these over the IETF RateLimit fields
+(draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Policy: "p";q=100;w=60`` and
+``RateLimit: "p";r=42;t=30``) because those describe a *rate*: a quota per time window
+that comes back by itself, with quota units from a registry ("requests",
+"content-bytes", "concurrent-requests"). An aiobudget budget is not a rate: nothing
+refills with time, and its units (tokens, micro-dollars, any name) have no registered
+unit. A client that honours the draft would read a window and a reset that do not exist
+and could wait for budget that never returns. The draft has also changed its syntax
+incompatibly between revisions (three fields became two structured ones) and is not an
+RFC. Plain per-dimension integers claim nothing about time and parse with ``int()``.
+
+``Retry-After`` is sent only when it can be known, and in aiobudget nothing can know it
+by itself: budget comes back when the application resets it. Pass ``retry_after``
+(seconds, or a sync or async callable of the request returning seconds or ``None``,
+e.g. the time until your nightly `Budget.reset`) and the denial carries it.
+
+**A client that disconnects** while the endpoint runs gets it cancelled (uvicorn and
+other ASGI servers never cancel a request on their own), so the reservation is refunded,
+or charged only what was recorded before. To see the disconnect the dependency reads the
+request body first (FastAPI has already read it for any body parameter; later reads get
+the same bytes), so an endpoint that streams a large upload should pass
+``cancel_on_disconnect=False``. The watch ends when the endpoint returns, before the
+response is sent, and needs FastAPI >= 0.121 (``Depends(scope=...)``); older versions get
+no watch. The cancelled request ends with a 499 that nobody reads.
+
+FastAPI drops the headers a dependency sets when an endpoint returns a `Response` object
+itself, so such endpoints send no ``X-Budget-Remaining-*`` headers; denials always do.
+"""
+
+import inspect
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any, Final, final
+
+import anyio
+from fastapi import HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
+
+from ._budget import Budget
+from ._errors import BudgetExhausted
+from ._reservation import OnUnrecorded, Reservation
+from .kernel import check_amount, check_dim
+
+__all__ = [
+    "PROBLEM_TYPE",
+    "REMAINING_HEADER",
+    "BudgetDenied",
+    "BudgetDependency",
+    "install_handlers",
+    "problem_response",
+    "reservation",
+]
+
+PROBLEM_TYPE: Final = "urn:aiobudget:budget-exhausted"
+"""The ``type`` of the problem a denial answers (RFC 9457)."""
+PROBLEM_JSON: Final = "application/problem+json"
+REMAINING_HEADER: Final = "X-Budget-Remaining-"
+"""Prefix of the per-dimension remaining-budget headers: ``X-Budget-Remaining-tokens``."""
+
+_SCOPE_KEY: Final = "aiobudget.reservation"
+_HANDLERS_KEY: Final = "starlette.exception_handlers"
+_FUNCTION_STACK_KEY: Final = "fastapi_function_astack"  # FastAPI >= 0.121: exits before sending
+_CLIENT_CLOSED: Final = 499  # nginx's "client closed request"; nobody is left to read it
+
+Resolve = Callable[[Request], Budget | Awaitable[Budget]]
+"""Finds the budget of a request, on the server side (by API key, tenant, user...)."""
+RetryAfter = float | Callable[[Request], float | Awaitable[float | None] | None]
+"""Seconds until a denied client may retry, or a callable of the request giving them."""
+
+
+class BudgetDenied(HTTPException):
+    """A request's budget cannot cover it: answered as an RFC 9457 problem.
+
+    ``problem`` is the JSON body; ``headers`` carry ``X-Budget-Remaining-<dim>`` and
+    ``Retry-After`` when known. Handled by `problem_response`.
+    """
+
+    def __init__(
+        self, *, status_code: int, problem: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> None:
+        super().__init__(status_code=status_code, detail=problem["detail"], headers=dict(headers))
+        self.problem = dict(problem)
+
+
+async def problem_response(request: Request, exc: Exception) -> Response:
+    """The ``application/problem+json`` answer to a `BudgetDenied` (an exception handler)."""
+    if not isinstance(exc, BudgetDenied):  # pragma: no cover - registered for BudgetDenied only
+        raise exc
+    return JSONResponse(
+        exc.problem, status_code=exc.status_code, headers=exc.headers, media_type=PROBLEM_JSON
+    )
+
+
+def install_handlers(app: Starlette, *, status_code: int = 429) -> None:
+    """Register the problem answers on a FastAPI (or Starlette) *app*.
+
+    `BudgetDenied` gets `problem_response` (the dependency also does this by itself on
+    its first denial), and a `BudgetExhausted` that escapes an endpoint, e.g. from an
+    inner ``budget.reserve(...)``, is answered the same way with *status_code*.
+    """
+    _check_status(status_code)
+
+    async def exhausted(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, BudgetExhausted):  # pragma: no cover - registered for it only
+            raise exc
+        denied = _denied(exc, status_code=status_code, retry_after=None, headers=True)
+        return await problem_response(request, denied)
+
+    app.add_exception_handler(BudgetDenied, problem_response)
+    app.add_exception_handler(BudgetExhausted, exhausted)
+
+
+def reservation(request: Request) -> Reservation:
+    """The entered `Reservation` of the innermost `BudgetDependency` of *request*.
+
+    A dependency itself: ``Annotated[Reservation, Depends(reservation)]`` in an endpoint
+    of a router or app that has ``dependencies=[Depends(BudgetDependency(...))]``.
+    """
+    found = request.scope.get(_SCOPE_KEY)
+    if not isinstance(found, Reservation):
+        raise RuntimeError(
+            "no BudgetDependency holds a reservation for this request: add "
+            "Depends(BudgetDependency(...)) to the route, its router or the app"
+        )
+    return found
+
+
+@final
+class BudgetDependency:
+    """A FastAPI dependency that reserves from the request's budget: see the module.
+
+    ``Depends(BudgetDependency(resolve, calls=1, tokens=4_000))`` yields the entered
+    `Reservation`. *timeout* waits (seconds) for in-flight requests to give budget back
+    before denying; *headers* adds ``X-Budget-Remaining-<dim>``; *retry_after* is sent
+    with denials; *on_unrecorded* is what a request that records nothing is charged
+    (``"charge"``: its reservation, ``"refund"``: nothing); *cancel_on_disconnect*
+    cancels the endpoint when the client goes away.
+    """
+
+    __slots__ = (
+        "_amounts",
+        "_cancel_on_disconnect",
+        "_headers",
+        "_on_unrecorded",
+        "_resolve",
+        "_retry_after",
+        "_status_code",
+        "_timeout",
+    )
+
+    def __init__(
+        self,
+        resolve: Resolve,
+        /,
+        *,
+        status_code: int = 429,
+        timeout: float | None = None,
+        headers: bool = True,
+        retry_after: RetryAfter | None = None,
+        on_unrecorded: OnUnrecorded = "charge",
+        cancel_on_disconnect: bool = True,
+        **amounts: int,
+    ) -> None:
+        if not callable(resolve):
+            raise TypeError(f"resolve must be a callable of the request, not {resolve!r}")
+        _check_status(status_code)
+        if timeout is not None and not (
+            isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0
+        ):
+            raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
+        if on_unrecorded not in ("charge", "refund"):
+            raise ValueError(f"on_unrecorded must be 'charge' or 'refund', not {on_unrecorded!r}")
+        if retry_after is not None and not callable(retry_after):
+            _retry_seconds(retry_after)
+        self._resolve = resolve
+        self._amounts = {check_dim(dim): check_amount(value, dim) for dim, value in amounts.items()}
+        self._status_code = status_code
+        self._timeout = timeout
+        self._headers = headers
+        self._retry_after = retry_after
+        self._on_unrecorded = on_unrecorded
+        self._cancel_on_disconnect = cancel_on_disconnect
+
+    def __repr__(self) -> str:
+        return f"<BudgetDependency {self._amounts} status_code={self._status_code}>"
+
+    @property
+    def amounts(self) -> dict[str, int]:
+        """What each request reserves, by dimension."""
+        return dict(self._amounts)
+
+    async def __call__(self, request: Request, response: Response) -> AsyncIterator[Reservation]:
+        budget = await _resolve_budget(self._resolve, request)
+        held = budget.reserve(self._amounts, timeout=self._timeout)
+        try:
+            await held.__aenter__()
+        except BudgetExhausted as exc:
+            denied = _denied(
+                exc,
+                status_code=self._status_code,
+                retry_after=await _retry_after(self._retry_after, request),
+                headers=self._headers,
+            )
+            _register_handler(request)
+            raise denied from exc
+        async with held:  # entered above: this only closes it, exactly once
+            request.scope[_SCOPE_KEY] = held
+            if self._headers:
+                for dim, value in (await budget.remaining()).items():
+                    response.headers[REMAINING_HEADER + dim] = str(value)
+            function_stack = request.scope.get(_FUNCTION_STACK_KEY)
+            if self._cancel_on_disconnect and isinstance(function_stack, AsyncExitStack):
+                await _read_body(request)
+                failure: BaseException | None = None
+                watch = _Watch(request.receive)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(watch.run, tg.cancel_scope)
+                    function_stack.callback(watch.stop)  # the endpoint is done: stop watching
+                    try:
+                        yield held
+                    except BaseException as exc:  # noqa: BLE001 - raised again below
+                        # Not let through the task group, which would wrap it in an
+                        # ExceptionGroup that FastAPI's handlers do not recognise.
+                        failure = exc
+                    watch.stop()
+                if failure is not None:
+                    if watch.disconnected and isinstance(failure, anyio.get_cancelled_exc_class()):
+                        raise HTTPException(_CLIENT_CLOSED, "client closed request") from failure
+                    raise failure
+            else:
+                yield held
+            await self._unrecorded(held)
+
+    async def _unrecorded(self, held: Reservation) -> None:
+        """A normal exit with nothing recorded: charge or refund as configured.
+
+        Done here rather than by ``on_unrecorded`` of the reservation, which also logs
+        ``budget.unrecorded``: here it was configured, not forgotten.
+        """
+        if not held.held or held.has_recorded:
+            return
+        if self._on_unrecorded == "charge":
+            held.record(held.amounts)
+        else:
+            await held.release()
+
+
+class _Watch:
+    """Waits for ``http.disconnect`` and cancels the endpoint's scope when it comes."""
+
+    __slots__ = ("_own", "_receive", "_stopped", "disconnected")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._own = anyio.CancelScope()
+        self._stopped = False
+        self.disconnected = False
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._own.cancel()
+
+    def stopped(self) -> bool:
+        return self._stopped
+
+    async def run(self, work: anyio.CancelScope) -> None:
+        with self._own:
+            try:
+                while not self.stopped():
+                    message = await self._receive()
+                    # A receive can return without suspending (the response is complete
+                    # by the time this task first runs), so the cancelled scope alone
+                    # would not stop us: the end of the response is no disconnect.
+                    if self.stopped():
+                        return
+                    if message.get("type") == "http.disconnect":
+                        self.disconnected = True
+                        work.cancel()
+                        return
+            except Exception:  # noqa: BLE001 - a server whose receive fails cannot be
+                return  # watched; the request then runs as if nobody watched it
+
+
+async def _read_body(request: Request) -> None:
+    """Read (and cache) the body, so that only the disconnect is left to receive."""
+    try:
+        await request.body()
+    except RuntimeError:  # "Stream consumed": a form was parsed; nothing left to read
+        pass
+    except ClientDisconnect as exc:
+        raise HTTPException(_CLIENT_CLOSED, "client closed request") from exc
+
+
+async def _resolve_budget(resolve: Resolve, request: Request) -> Budget:
+    found = resolve(request)
+    if inspect.isawaitable(found):
+        found = await found
+    if not isinstance(found, Budget):
+        raise TypeError(
+            f"resolve must return the request's Budget, not {found!r}; "
+            "raise an HTTPException to refuse a request"
+        )
+    return found
+
+
+def _check_status(status_code: int) -> None:
+    if type(status_code) is not int or not 400 <= status_code <= 599:
+        raise ValueError(f"status_code must be an HTTP error status (400-599), not {status_code!r}")
+
+
+def _retry_seconds(value: object) -> str:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"retry_after must be a non-negative number of seconds, not {value!r}")
+    return str(math.ceil(value))
+
+
+async def _retry_after(retry_after: RetryAfter | None, request: Request) -> str | None:
+    if retry_after is None:
+        return None
+    if not callable(retry_after):
+        return _retry_seconds(retry_after)
+    seconds = retry_after(request)
+    if inspect.isawaitable(seconds):
+        seconds = await seconds
+    return None if seconds is None else _retry_seconds(seconds)
+
+
+def _denied(
+    exc: BudgetExhausted, *, status_code: int, retry_after: str | None, headers: bool
+) -> BudgetDenied:
+    problem = {
+        "type": PROBLEM_TYPE,
+        "title": "Budget exhausted",
+        "status": status_code,
+        "detail": str(exc),
+        "dim": exc.dim,
+        "requested": exc.requested,
+        "remaining": exc.remaining,
+        "budget": exc.budget,
+    }
+    fields: dict[str, str] = {}
+    if headers:
+        fields[REMAINING_HEADER + exc.dim] = str(exc.remaining)
+    if retry_after is not None:
+        fields["Retry-After"] = retry_after
+    return BudgetDenied(status_code=status_code, problem=problem, headers=fields)
+
+
+def _register_handler(request: Request) -> None:
+    """Give the app's exception middleware a handler for `BudgetDenied`, once.
+
+    Starlette's ExceptionMiddleware puts its (persistent) handler mapping in the scope;
+    the handler is looked up there when the exception arrives. An application's own
+    handler for `BudgetDenied` is kept. Without the mapping (another framework version),
+    FastAPI's `HTTPException` handler answers with the same status and headers.
+    """
+    handlers = request.scope.get(_HANDLERS_KEY)
+    if isinstance(handlers, tuple) and handlers and isinstance(handlers[0], dict):
+        handlers[0].setdefault(BudgetDenied, problem_response)

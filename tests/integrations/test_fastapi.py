@@ -1,0 +1,899 @@
+"""`aiobudget.fastapi`: SPEC "Integrations and tools", in process and on a real server.
+
+In-process tests drive the app through httpx's ASGITransport (or a hand-made ASGI
+exchange, to deliver a disconnect exactly when wanted); real-server tests run uvicorn on
+a loopback port and talk to it with a real httpx client. The real-server tests take the
+store as a fixture, so the same proofs run against a Redis-backed budget once one exists.
+FastAPI and uvicorn run on asyncio only, so this module does too.
+"""
+
+# The house style is `assert expected == actual` (STYLE.md), which SIM300 calls Yoda.
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at
+# runtime, and those defined inside tests name local dependencies.
+
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+import structlog
+import uvicorn
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from structlog.testing import capture_logs
+
+import aiobudget
+from aiobudget import CALLS, TOKENS, Budget, BudgetExhausted, MemoryStore, Reservation, Store
+from aiobudget.fastapi import (
+    PROBLEM_TYPE,
+    BudgetDenied,
+    BudgetDependency,
+    install_handlers,
+    reservation,
+)
+
+pytestmark = pytest.mark.anyio
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """FastAPI and uvicorn run on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs() -> Iterator[None]:
+    """structlog configured to drop everything (denials log at INFO), then reset."""
+    structlog.configure(
+        processors=[],
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Store:
+    """Where the served budgets live: in memory, and in Redis once RedisStore exists."""
+    if request.param == "memory":
+        return MemoryStore()
+    pytest.importorskip("redis")
+    redis_store = getattr(aiobudget, "RedisStore", None)
+    if redis_store is None:  # not exported yet: the module, while it is being written
+        redis_module = pytest.importorskip("aiobudget.stores.redis")
+        redis_store = redis_module.RedisStore
+    url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("redis_prefix")
+    made: Store = redis_store(url, prefix=prefix)
+    return made
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def client_for(app: Any) -> httpx.AsyncClient:
+    """An httpx client talking to *app* in process."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def budget_app(dep: BudgetDependency) -> FastAPI:
+    """An app with ``GET /work`` guarded by *dep*; ``?tokens=N`` records N tokens."""
+    app = FastAPI()
+
+    @app.get("/work")
+    async def work(held: Annotated[Reservation, Depends(dep)], tokens: int = 0) -> dict[str, Any]:
+        if tokens:
+            held.record(tokens=tokens, calls=1)
+        return {"reserved": held.amounts}
+
+    return app
+
+
+async def state(budget: Budget) -> tuple[dict[str, int], dict[str, int]]:
+    """``(spent, reserved)`` of *budget*."""
+    snapshot = await budget.snapshot()
+    return dict(snapshot.spent), dict(snapshot.reserved)
+
+
+class Finished:
+    """ASGI middleware that notes when the app has finished each HTTP request, so a
+    test can wait for the dependency's exit (the settle) without sleeping."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.event = anyio.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                self.event.set()
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Run *app* on uvicorn on a free loopback port; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)  # connections queue from now on: no need to wait for startup
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+        backlog=1024,
+    )
+    server = uvicorn.Server(config)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
+
+
+def assert_problem(response: httpx.Response, *, status: int, dim: str, budget: str) -> None:
+    """*response* is the documented denial: status, media type, body, headers."""
+    assert status == response.status_code
+    assert PROBLEM_JSON == response.headers["content-type"]
+    body = response.json()
+    assert {"type", "title", "status", "detail", "dim", "remaining", "requested", "budget"} <= set(
+        body
+    )
+    assert PROBLEM_TYPE == body["type"]
+    assert "Budget exhausted" == body["title"]
+    assert status == body["status"]
+    assert dim == body["dim"]
+    assert budget == body["budget"]
+    assert dim in body["detail"]
+    assert str(body["remaining"]) == response.headers[f"x-budget-remaining-{dim}"]
+
+
+# -- in process -------------------------------------------------------------------------
+
+
+class TestReservingPerRequest:
+    async def test_the_endpoint_gets_the_entered_reservation(self) -> None:
+        """The dependency yields a held reservation of its amounts."""
+        budget = Budget({CALLS: 5, TOKENS: 100}, name="t")
+        seen: list[Reservation] = []
+        app = FastAPI()
+        dep = BudgetDependency(lambda request: budget, calls=1, tokens=40)
+
+        @app.get("/")
+        async def root(held: Annotated[Reservation, Depends(dep)]) -> None:
+            seen.append(held)
+            assert ({CALLS: 0, TOKENS: 0}, {CALLS: 1, TOKENS: 40}) == await state(budget)
+
+        async with client_for(app) as client:
+            assert 200 == (await client.get("/")).status_code
+        assert seen[0].budget is budget
+        assert {CALLS: 1, TOKENS: 40} == seen[0].amounts
+
+    async def test_a_request_that_records_nothing_is_charged_its_reservation(self) -> None:
+        """By default a served request costs what it reserved: calls=1 is a quota."""
+        budget = Budget({CALLS: 3}, name="t")
+        async with client_for(budget_app(BudgetDependency(lambda r: budget, calls=1))) as client:
+            codes = [(await client.get("/work")).status_code for _ in range(4)]
+        assert [200, 200, 200, 429] == codes
+        assert ({CALLS: 3}, {CALLS: 0}) == await state(budget)
+
+    async def test_a_configured_charge_logs_no_unrecorded_warning(self) -> None:
+        """Charging an unrecorded request is configured, not forgotten: no warning."""
+        budget = Budget({CALLS: 3}, name="t")
+        async with client_for(budget_app(BudgetDependency(lambda r: budget, calls=1))) as client:
+            with capture_logs() as logs:
+                await client.get("/work")
+        assert [] == [e for e in logs if e["event"] == "budget.unrecorded"]
+
+    async def test_refund_mode_charges_nothing_unrecorded(self) -> None:
+        """``on_unrecorded="refund"``: the amounts only cap what is in flight."""
+        budget = Budget({CALLS: 1}, name="t")
+        dep = BudgetDependency(lambda r: budget, on_unrecorded="refund", calls=1)
+        async with client_for(budget_app(dep)) as client:
+            with capture_logs() as logs:
+                codes = [(await client.get("/work")).status_code for _ in range(3)]
+        assert [200, 200, 200] == codes
+        assert ({CALLS: 0}, {CALLS: 0}) == await state(budget)
+        assert [] == [e for e in logs if e["event"] == "budget.unrecorded"]
+
+    async def test_recorded_usage_is_charged_instead_of_the_reservation(self) -> None:
+        """What the endpoint records is charged; the rest of the estimate comes back."""
+        budget = Budget({CALLS: 10, TOKENS: 1_000}, name="t")
+        dep = BudgetDependency(lambda r: budget, calls=1, tokens=400)
+        async with client_for(budget_app(dep)) as client:
+            assert 200 == (await client.get("/work", params={"tokens": 123})).status_code
+        assert ({CALLS: 1, TOKENS: 123}, {CALLS: 0, TOKENS: 0}) == await state(budget)
+
+    async def test_a_failing_endpoint_is_refunded(self) -> None:
+        """An endpoint that raises is charged nothing it did not record."""
+        budget = Budget({CALLS: 1}, name="t")
+        app = FastAPI()
+        dep = BudgetDependency(lambda r: budget, calls=1)
+
+        @app.get("/")
+        async def root(held: Annotated[Reservation, Depends(dep)]) -> None:
+            raise HTTPException(404, "nothing here")
+
+        async with client_for(app) as client:
+            assert 404 == (await client.get("/")).status_code
+        assert ({CALLS: 0}, {CALLS: 0}) == await state(budget)
+
+    async def test_an_async_resolver_is_awaited(self) -> None:
+        """``resolve`` may be a coroutine function."""
+        budget = Budget({CALLS: 1}, name="t")
+
+        async def resolve(request: Request) -> Budget:
+            await anyio.lowlevel.checkpoint()
+            return budget
+
+        async with client_for(budget_app(BudgetDependency(resolve, calls=1))) as client:
+            assert 200 == (await client.get("/work")).status_code
+        assert ({CALLS: 1}, {CALLS: 0}) == await state(budget)
+
+    async def test_a_resolver_that_returns_no_budget_is_an_error(self) -> None:
+        """Anything but a Budget is a TypeError, never a request let through unmetered."""
+        app = budget_app(BudgetDependency(lambda r: None, calls=1))  # type: ignore[arg-type,return-value]
+        async with client_for(app) as client:
+            with pytest.raises(TypeError, match="must return the request's Budget"):
+                await client.get("/work")
+
+    async def test_timeout_waits_for_budget_in_flight(self) -> None:
+        """With ``timeout`` a request waits for in-flight budget instead of a 429."""
+        budget = Budget({CALLS: 1}, name="t")
+        dep = BudgetDependency(lambda r: budget, timeout=30, calls=1)
+        responses: list[httpx.Response] = []
+        async with client_for(budget_app(dep)) as client:
+            held = await budget.try_reserve(calls=1)
+            assert held is not None
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    responses.append(await client.get("/work"))
+
+                tg.start_soon(call)
+                await anyio.wait_all_tasks_blocked()
+                assert [] == responses  # waiting, not denied
+                await held.release()
+        assert [200] == [r.status_code for r in responses]
+
+    async def test_it_shows_what_it_reserves(self) -> None:
+        """``amounts`` and the repr show what each request reserves."""
+        dep = BudgetDependency(lambda r: Budget({CALLS: 1}), calls=1, status_code=402)
+        assert {CALLS: 1} == dep.amounts
+        assert "<BudgetDependency {'calls': 1} status_code=402>" == repr(dep)
+
+    async def test_bad_options_are_refused_at_construction(self) -> None:
+        """Amounts, status, timeout and retry_after are checked when the dependency is
+        built, not on the first request."""
+        budget = Budget({CALLS: 1})
+        with pytest.raises(aiobudget.InvalidAmount):
+            BudgetDependency(lambda r: budget, calls=-1)
+        with pytest.raises(aiobudget.InvalidLimits):
+            BudgetDependency(lambda r: budget, **{"bad name": 1})
+        with pytest.raises(ValueError, match="status_code"):
+            BudgetDependency(lambda r: budget, status_code=200, calls=1)
+        with pytest.raises(ValueError, match="timeout"):
+            BudgetDependency(lambda r: budget, timeout=-1, calls=1)
+        with pytest.raises(ValueError, match="retry_after"):
+            BudgetDependency(lambda r: budget, retry_after=float("nan"), calls=1)
+        with pytest.raises(ValueError, match="on_unrecorded"):
+            BudgetDependency(lambda r: budget, on_unrecorded="maybe", calls=1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            BudgetDependency(budget, calls=1)  # type: ignore[arg-type]
+
+
+class TestDenial:
+    async def test_a_denial_is_a_problem_json_429(self) -> None:
+        """A request that does not fit answers 429 with the problem body and headers."""
+        budget = Budget({CALLS: 1}, name="alice")
+        async with client_for(budget_app(BudgetDependency(lambda r: budget, calls=1))) as client:
+            await client.get("/work")
+            response = await client.get("/work")
+        assert_problem(response, status=429, dim=CALLS, budget="alice")
+        assert {"requested": 1, "remaining": 0} == {
+            k: response.json()[k] for k in ("requested", "remaining")
+        }
+        assert "retry-after" not in response.headers  # nothing refills: no time is known
+
+    async def test_the_status_is_configurable(self) -> None:
+        """``status_code=402`` answers a paid quota's denial with 402."""
+        budget = Budget({CALLS: 0}, name="alice")
+        dep = BudgetDependency(lambda r: budget, status_code=402, calls=1)
+        async with client_for(budget_app(dep)) as client:
+            response = await client.get("/work")
+        assert_problem(response, status=402, dim=CALLS, budget="alice")
+
+    async def test_the_denied_dimension_is_named(self) -> None:
+        """``dim`` is the dimension that does not fit, not the first one reserved."""
+        budget = Budget({CALLS: 10, TOKENS: 100}, name="alice")
+        dep = BudgetDependency(lambda r: budget, calls=1, tokens=500)
+        async with client_for(budget_app(dep)) as client:
+            response = await client.get("/work")
+        assert_problem(response, status=429, dim=TOKENS, budget="alice")
+        assert (500, 100) == (response.json()["requested"], response.json()["remaining"])
+
+    async def test_a_child_budget_denial_names_the_level_that_said_no(self) -> None:
+        """A denial by a parent names the parent, not the caller's own budget."""
+        parent = Budget({CALLS: 1}, name="everyone")
+        child = parent.child({CALLS: 5}, name="alice")
+        parent_spent = await parent.charge(calls=1)
+        assert not parent_spent.ok
+        async with client_for(budget_app(BudgetDependency(lambda r: child, calls=1))) as client:
+            response = await client.get("/work")
+        assert_problem(response, status=429, dim=CALLS, budget="everyone")
+
+    async def test_retry_after_is_sent_when_configured(self) -> None:
+        """A configured ``retry_after`` becomes a Retry-After in whole seconds, rounded up."""
+        budget = Budget({CALLS: 0}, name="t")
+        dep = BudgetDependency(lambda r: budget, retry_after=59.2, calls=1)
+        async with client_for(budget_app(dep)) as client:
+            response = await client.get("/work")
+        assert "60" == response.headers["retry-after"]
+
+    async def test_retry_after_may_be_computed_per_request(self) -> None:
+        """A callable (sync or async) computes Retry-After; ``None`` sends none."""
+        budget = Budget({CALLS: 0}, name="t")
+
+        async def until_reset(request: Request) -> float | None:
+            return 3600 if request.query_params.get("tokens") == "1" else None
+
+        dep = BudgetDependency(lambda r: budget, retry_after=until_reset, calls=1)
+        sync_dep = BudgetDependency(lambda r: budget, retry_after=lambda r: 0.2, calls=1)
+        async with client_for(budget_app(dep)) as client:
+            known = await client.get("/work", params={"tokens": 1})
+            unknown = await client.get("/work")
+        async with client_for(budget_app(sync_dep)) as client:
+            from_sync = await client.get("/work")
+        assert "3600" == known.headers["retry-after"]
+        assert "retry-after" not in unknown.headers
+        assert "1" == from_sync.headers["retry-after"]
+
+    async def test_headers_can_be_turned_off(self) -> None:
+        """``headers=False`` sends no X-Budget-Remaining fields, on success or denial."""
+        budget = Budget({CALLS: 1}, name="t")
+        dep = BudgetDependency(lambda r: budget, headers=False, calls=1)
+        async with client_for(budget_app(dep)) as client:
+            ok = await client.get("/work")
+            denied = await client.get("/work")
+        assert (200, 429) == (ok.status_code, denied.status_code)
+        assert not any(k.startswith("x-budget-") for k in {*ok.headers, *denied.headers})
+
+    async def test_an_app_handler_for_budget_denied_is_kept(self) -> None:
+        """The dependency registers its handler only where the app has none."""
+        budget = Budget({CALLS: 0}, name="t")
+        app = budget_app(BudgetDependency(lambda r: budget, calls=1))
+
+        async def own(request: Request, exc: Exception) -> JSONResponse:
+            assert isinstance(exc, BudgetDenied)
+            return JSONResponse({"mine": exc.problem["dim"]}, status_code=exc.status_code)
+
+        app.add_exception_handler(BudgetDenied, own)
+        async with client_for(app) as client:
+            response = await client.get("/work")
+        assert (429, {"mine": CALLS}) == (response.status_code, response.json())
+
+    async def test_install_handlers_answers_an_escaped_budget_exhausted(self) -> None:
+        """After ``install_handlers(app)``, a BudgetExhausted from inside an endpoint (an
+        inner reservation) is the same problem answer, and the outer one is refunded."""
+        outer = Budget({CALLS: 5}, name="requests")
+        inner = Budget({TOKENS: 10}, name="tokens")
+        app = FastAPI()
+        install_handlers(app, status_code=402)
+        dep = BudgetDependency(lambda r: outer, calls=1)
+
+        @app.get("/")
+        async def root(held: Annotated[Reservation, Depends(dep)]) -> None:
+            async with inner.reserve(tokens=50):
+                pass  # pragma: no cover - the reservation does not fit
+
+        async with client_for(app) as client:
+            response = await client.get("/")
+        assert_problem(response, status=402, dim=TOKENS, budget="tokens")
+        assert ({CALLS: 0}, {CALLS: 0}) == await state(outer)
+
+
+class TestRemainingHeaders:
+    async def test_every_dimension_reports_what_is_left(self) -> None:
+        """A success carries X-Budget-Remaining-<dim>, this request's reservation held."""
+        budget = Budget({CALLS: 10, TOKENS: 1_000}, name="t")
+        dep = BudgetDependency(lambda r: budget, calls=1, tokens=300)
+        async with client_for(budget_app(dep)) as client:
+            first = await client.get("/work", params={"tokens": 100})
+            second = await client.get("/work")
+        assert ("9", "700") == (
+            first.headers["x-budget-remaining-calls"],
+            first.headers["x-budget-remaining-tokens"],
+        )
+        assert ("8", "600") == (
+            second.headers["x-budget-remaining-calls"],
+            second.headers["x-budget-remaining-tokens"],
+        )
+
+
+class TestRouterAndAppLevel:
+    async def test_router_dependencies_reserve_for_every_route(self) -> None:
+        """``APIRouter(dependencies=[Depends(dep)])`` guards each route; the endpoint
+        reads the reservation through the `reservation` dependency."""
+        budget = Budget({CALLS: 2, TOKENS: 100}, name="t")
+        dep = BudgetDependency(lambda r: budget, calls=1)
+        router = APIRouter(dependencies=[Depends(dep)])
+
+        @router.get("/a")
+        async def a(held: Annotated[Reservation, Depends(reservation)]) -> dict[str, int]:
+            held.record(calls=1, tokens=7)
+            return held.amounts
+
+        @router.get("/b")
+        async def b() -> None:
+            pass
+
+        app = FastAPI()
+        app.include_router(router)
+        async with client_for(app) as client:
+            codes = [(await client.get(path)).status_code for path in ("/a", "/b", "/a")]
+        assert [200, 200, 429] == codes
+        assert ({CALLS: 2, TOKENS: 7}, {CALLS: 0, TOKENS: 0}) == await state(budget)
+
+    async def test_app_dependencies_reserve_for_every_route(self) -> None:
+        """``FastAPI(dependencies=[Depends(dep)])`` guards the whole app."""
+        budget = Budget({CALLS: 1}, name="t")
+        app = FastAPI(dependencies=[Depends(BudgetDependency(lambda r: budget, calls=1))])
+
+        @app.get("/")
+        async def root() -> None:
+            pass
+
+        async with client_for(app) as client:
+            codes = [(await client.get("/")).status_code for _ in range(2)]
+        assert [200, 429] == codes
+
+    async def test_naming_the_dependency_again_gives_the_same_reservation(self) -> None:
+        """A router-level dependency named again in the endpoint runs once per request:
+        one reservation, not two."""
+        budget = Budget({CALLS: 2}, name="t")
+        dep = BudgetDependency(lambda r: budget, calls=1)
+        Metered = Annotated[Reservation, Depends(dep)]  # noqa: N806 - the reusable alias
+        router = APIRouter(dependencies=[Depends(dep)])
+        seen: list[Reservation] = []
+
+        @router.get("/")
+        async def root(held: Metered, again: Annotated[Reservation, Depends(reservation)]) -> None:
+            seen.extend((held, again))
+            assert ({CALLS: 0}, {CALLS: 1}) == await state(budget)
+
+        app = FastAPI()
+        app.include_router(router)
+        async with client_for(app) as client:
+            assert 200 == (await client.get("/")).status_code
+        assert seen[0] is seen[1]
+        assert ({CALLS: 1}, {CALLS: 0}) == await state(budget)
+
+    async def test_two_guards_nest_and_reservation_gives_the_innermost(self) -> None:
+        """An app-level budget and a route-level one both reserve; `reservation` gives
+        the route's, and a denial by either answers the problem."""
+        everyone = Budget({CALLS: 100}, name="everyone")
+        tokens = Budget({TOKENS: 100}, name="tokens")
+        app = FastAPI(dependencies=[Depends(BudgetDependency(lambda r: everyone, calls=1))])
+        inner = BudgetDependency(lambda r: tokens, tokens=60)
+
+        @app.get("/", dependencies=[Depends(inner)])
+        async def root(held: Annotated[Reservation, Depends(reservation)]) -> None:
+            assert held.budget is tokens
+
+        async with client_for(app) as client:
+            ok = await client.get("/")
+            denied_while_held = None
+            assert 200 == ok.status_code
+            await tokens.charge(tokens=50)
+            denied_while_held = await client.get("/")
+        assert_problem(denied_while_held, status=429, dim=TOKENS, budget="tokens")
+        # The outer reservation of the denied request was refunded: one call spent.
+        assert ({CALLS: 1}, {CALLS: 0}) == await state(everyone)
+
+    async def test_reservation_without_a_guard_is_an_error(self) -> None:
+        """`reservation` on a route with no BudgetDependency says what is missing."""
+        app = FastAPI()
+
+        @app.get("/")
+        async def root(held: Annotated[Reservation, Depends(reservation)]) -> None:
+            pass  # pragma: no cover - the dependency fails
+
+        async with client_for(app) as client:
+            with pytest.raises(RuntimeError, match="no BudgetDependency"):
+                await client.get("/")
+
+
+def http_scope(path: str, *, method: str = "GET", body: bytes = b"") -> dict[str, Any]:
+    """A minimal ASGI HTTP scope."""
+    headers = [(b"host", b"test")]
+    if body:
+        headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+
+
+class Exchange:
+    """One ASGI request whose client disconnects when the test says so."""
+
+    def __init__(self, body: bytes = b"") -> None:
+        self.body = body
+        self.body_sent = False
+        self.disconnect = anyio.Event()
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.body_sent:
+            self.body_sent = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        await self.disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    @property
+    def status(self) -> int | None:
+        starts = [m for m in self.sent if m["type"] == "http.response.start"]
+        return starts[0]["status"] if starts else None
+
+
+class TestClientDisconnect:
+    def slow_app(
+        self, budget: Budget, *, record: int = 0, **options: Any
+    ) -> tuple[FastAPI, anyio.Event, list[str]]:
+        """``/slow`` enters, records *record* tokens, then waits forever."""
+        app = FastAPI()
+        entered = anyio.Event()
+        ends: list[str] = []
+        dep = BudgetDependency(lambda r: budget, calls=1, tokens=100, **options)
+
+        async def slow(held: Annotated[Reservation, Depends(dep)]) -> None:
+            if record:
+                held.record(calls=1, tokens=record)
+            entered.set()
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                ends.append("cancelled")
+                raise
+
+        app.get("/slow")(slow)
+        app.post("/slow")(slow)
+        return app, entered, ends
+
+    async def test_a_disconnect_cancels_the_endpoint_and_refunds(self) -> None:
+        """The client leaves mid-request: the endpoint is cancelled, nothing is spent,
+        nothing stays reserved, and the app ends quietly (a 499 nobody reads)."""
+        budget = Budget({CALLS: 5, TOKENS: 1_000}, name="t")
+        app, entered, ends = self.slow_app(budget)
+        exchange = Exchange()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(app, http_scope("/slow"), exchange.receive, exchange.send)
+                await entered.wait()
+                assert ({CALLS: 0, TOKENS: 0}, {CALLS: 1, TOKENS: 100}) == await state(budget)
+                exchange.disconnect.set()
+        assert ["cancelled"] == ends
+        assert ({CALLS: 0, TOKENS: 0}, {CALLS: 0, TOKENS: 0}) == await state(budget)
+        assert 499 == exchange.status
+
+    async def test_what_was_recorded_before_the_disconnect_is_charged(self) -> None:
+        """Usage recorded before the client left happened: it is charged."""
+        budget = Budget({CALLS: 5, TOKENS: 1_000}, name="t")
+        app, entered, _ = self.slow_app(budget, record=42)
+        exchange = Exchange()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(app, http_scope("/slow"), exchange.receive, exchange.send)
+                await entered.wait()
+                exchange.disconnect.set()
+        assert ({CALLS: 1, TOKENS: 42}, {CALLS: 0, TOKENS: 0}) == await state(budget)
+
+    async def test_a_request_with_a_body_is_watched_too(self) -> None:
+        """FastAPI read the JSON body before the dependency; the watch still sees the
+        disconnect that follows it."""
+        budget = Budget({CALLS: 5, TOKENS: 1_000}, name="t")
+        app = FastAPI()
+        entered = anyio.Event()
+        dep = BudgetDependency(lambda r: budget, calls=1)
+
+        @app.post("/echo")
+        async def echo(payload: dict[str, int], held: Annotated[Reservation, Depends(dep)]) -> None:
+            assert {"n": 1} == payload
+            entered.set()
+            await anyio.sleep_forever()
+
+        exchange = Exchange(json.dumps({"n": 1}).encode())
+        scope = http_scope("/echo", method="POST", body=exchange.body)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(app, scope, exchange.receive, exchange.send)
+                await entered.wait()
+                exchange.disconnect.set()
+        assert ({CALLS: 0, TOKENS: 0}, {CALLS: 0, TOKENS: 0}) == await state(budget)
+
+    async def test_the_endpoint_can_still_read_the_body_itself(self) -> None:
+        """The watch reads the body first; the endpoint's own read gets the same bytes."""
+        budget = Budget({CALLS: 5}, name="t")
+        app = FastAPI()
+        dep = BudgetDependency(lambda r: budget, calls=1)
+
+        @app.post("/raw")
+        async def raw(
+            request: Request, held: Annotated[Reservation, Depends(dep)]
+        ) -> dict[str, Any]:
+            return {"body": (await request.body()).decode(), "json": await request.json()}
+
+        async with client_for(app) as client:
+            response = await client.post("/raw", content=b'{"a": 1}')
+        assert {"body": '{"a": 1}', "json": {"a": 1}} == response.json()
+
+    async def test_cancel_on_disconnect_can_be_turned_off(self) -> None:
+        """``cancel_on_disconnect=False``: the endpoint runs on after the client left
+        and what it does is charged."""
+        budget = Budget({CALLS: 5}, name="t")
+        app = FastAPI()
+        entered, finish = anyio.Event(), anyio.Event()
+        dep = BudgetDependency(lambda r: budget, calls=1, cancel_on_disconnect=False)
+
+        @app.get("/slow")
+        async def slow(held: Annotated[Reservation, Depends(dep)]) -> None:
+            entered.set()
+            await finish.wait()
+
+        exchange = Exchange()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app, http_scope("/slow"), exchange.receive, exchange.send)
+            await entered.wait()
+            exchange.disconnect.set()
+            await anyio.wait_all_tasks_blocked()
+            assert ({CALLS: 0}, {CALLS: 1}) == await state(budget)
+            finish.set()
+        assert 200 == exchange.status
+        assert ({CALLS: 1}, {CALLS: 0}) == await state(budget)
+
+    async def test_the_end_of_the_response_is_not_taken_for_a_disconnect(self) -> None:
+        """After the response, ``receive`` answers http.disconnect; the watch has ended
+        by then, so background tasks that run after the response are not cancelled."""
+        budget = Budget({CALLS: 5}, name="t")
+        app = FastAPI()
+        ran: list[str] = []
+        dep = BudgetDependency(lambda r: budget, calls=1)
+
+        async def after() -> None:
+            await anyio.lowlevel.checkpoint()
+            await anyio.wait_all_tasks_blocked()
+            ran.append("background")
+
+        @app.get("/")
+        async def root(held: Annotated[Reservation, Depends(dep)], tasks: BackgroundTasks) -> None:
+            tasks.add_task(after)
+
+        async with client_for(app) as client:
+            assert 200 == (await client.get("/")).status_code
+        assert ["background"] == ran
+        assert ({CALLS: 1}, {CALLS: 0}) == await state(budget)
+
+    async def test_a_body_consumed_by_another_dependency_is_no_obstacle(self) -> None:
+        """When an earlier dependency streamed the body away, the watch still sees the
+        disconnect that follows."""
+        budget = Budget({CALLS: 5}, name="t")
+        app = FastAPI()
+        entered = anyio.Event()
+        dep = BudgetDependency(lambda r: budget, calls=1)
+
+        async def drain(request: Request) -> None:
+            async for _ in request.stream():
+                pass
+
+        @app.post("/", dependencies=[Depends(drain)])
+        async def root(held: Annotated[Reservation, Depends(dep)]) -> None:
+            entered.set()
+            await anyio.sleep_forever()
+
+        exchange = Exchange(b"data")
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                scope = http_scope("/", method="POST", body=exchange.body)
+                tg.start_soon(app, scope, exchange.receive, exchange.send)
+                await entered.wait()
+                exchange.disconnect.set()
+        assert ({CALLS: 0}, {CALLS: 0}) == await state(budget)
+
+    async def test_a_client_gone_before_its_body_arrived_is_refunded(self) -> None:
+        """The disconnect arrives while the dependency reads the body: 499, refunded."""
+        budget = Budget({CALLS: 5}, name="t")
+        app = budget_app(BudgetDependency(lambda r: budget, calls=1))
+        exchange = Exchange()
+        exchange.body_sent = True
+        exchange.disconnect.set()
+        with anyio.fail_after(10):
+            await app(http_scope("/work"), exchange.receive, exchange.send)
+        assert 499 == exchange.status
+        assert ({CALLS: 0}, {CALLS: 0}) == await state(budget)
+
+    async def test_a_server_whose_receive_fails_is_not_watched(self) -> None:
+        """If ``receive`` raises, the watch gives up and the request runs unwatched."""
+        budget = Budget({CALLS: 5}, name="t")
+        app = FastAPI()
+        entered, finish = anyio.Event(), anyio.Event()
+        dep = BudgetDependency(lambda r: budget, calls=1)
+
+        @app.get("/")
+        async def root(held: Annotated[Reservation, Depends(dep)]) -> None:
+            entered.set()
+            await finish.wait()
+
+        exchange = Exchange()
+
+        async def receive() -> dict[str, Any]:
+            if not exchange.body_sent:
+                return await exchange.receive()
+            raise OSError("receive is broken")
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(app, http_scope("/"), receive, exchange.send)
+                await entered.wait()
+                await anyio.wait_all_tasks_blocked()
+                finish.set()
+        assert 200 == exchange.status
+        assert ({CALLS: 1}, {CALLS: 0}) == await state(budget)
+
+    async def test_a_cancelled_client_in_process_refunds(self) -> None:
+        """In process, cancelling the client cancels the app with it: refunded."""
+        budget = Budget({CALLS: 5, TOKENS: 1_000}, name="t")
+        app, entered, ends = self.slow_app(budget)
+        async with client_for(app) as client, anyio.create_task_group() as tg:
+            tg.start_soon(client.get, "/slow")
+            await entered.wait()
+            tg.cancel_scope.cancel()
+        assert ["cancelled"] == ends
+        assert ({CALLS: 0, TOKENS: 0}, {CALLS: 0, TOKENS: 0}) == await state(budget)
+
+
+# -- a real server ------------------------------------------------------------------------
+
+
+class TestRealServer:
+    async def test_200_concurrent_requests_against_50_calls(self, store: Store) -> None:
+        """200 requests at once against 50 calls: exactly 50 are served, 150 get the
+        documented 429 problem, and the ledger ends at 50 spent, 0 reserved."""
+        budget = Budget({CALLS: 50}, name="tenant", store=store)
+        release, all_denied = anyio.Event(), anyio.Event()
+        app = FastAPI()
+        dep = BudgetDependency(lambda r: budget, calls=1)
+
+        @app.get("/work")
+        async def work(held: Annotated[Reservation, Depends(dep)]) -> dict[str, bool]:
+            await release.wait()
+            return {"ok": True}
+
+        responses: list[httpx.Response] = []
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        with anyio.fail_after(30):
+            async with (
+                serving(app) as url,
+                httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client,
+            ):
+
+                async def one() -> None:
+                    response = await client.get("/work")
+                    responses.append(response)
+                    if sum(r.status_code == 429 for r in responses) == 150:
+                        all_denied.set()
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(200):
+                        tg.start_soon(one)
+                    await all_denied.wait()  # 50 are held in the endpoint meanwhile
+                    assert ({CALLS: 0}, {CALLS: 50}) == await state(budget)
+                    release.set()
+        codes = [r.status_code for r in responses]
+        assert (50, 150) == (codes.count(200), codes.count(429))
+        for response in responses:
+            if response.status_code == 429:
+                assert_problem(response, status=429, dim=CALLS, budget="tenant")
+                assert (1, 0) == (response.json()["requested"], response.json()["remaining"])
+        assert ({CALLS: 50}, {CALLS: 0}) == await state(budget)
+
+    async def test_a_client_that_disconnects_is_refunded(self, store: Store) -> None:
+        """A real client gives up mid-request: the endpoint is cancelled and the budget
+        shows nothing reserved and nothing spent."""
+        budget = Budget({CALLS: 5, TOKENS: 1_000}, name="tenant", store=store)
+        app, entered, ends = TestClientDisconnect().slow_app(budget)
+        finished = Finished(app)
+        with anyio.fail_after(30):
+            async with serving(finished) as url:
+                async with (
+                    httpx.AsyncClient(base_url=url) as client,
+                    anyio.create_task_group() as tg,
+                ):
+                    tg.start_soon(client.get, "/slow")
+                    await entered.wait()
+                    assert ({CALLS: 0, TOKENS: 0}, {CALLS: 1, TOKENS: 100}) == await state(budget)
+                    tg.cancel_scope.cancel()  # the client gives up and closes its connection
+                await finished.event.wait()
+                assert ["cancelled"] == ends
+                assert ({CALLS: 0, TOKENS: 0}, {CALLS: 0, TOKENS: 0}) == await state(budget)
+
+    async def test_two_api_keys_never_see_each_others_budget(self, store: Store) -> None:
+        """The budget comes from the API key on the server: one key's exhaustion, headers
+        and problem bodies never involve the other's, and no client input can pick a
+        budget."""
+        budgets = {
+            "key-a": Budget({CALLS: 2}, name="tenant-a", store=store),
+            "key-b": Budget({CALLS: 3}, name="tenant-b", store=store),
+        }
+
+        def budget_for(request: Request) -> Budget:
+            key = request.headers.get("x-api-key", "")
+            if key not in budgets:
+                raise HTTPException(401, "unknown API key")
+            return budgets[key]
+
+        app = budget_app(BudgetDependency(budget_for, calls=1))
+        with anyio.fail_after(30):
+            async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+
+                async def get(key: str) -> httpx.Response:
+                    # A client naming the other tenant's budget changes nothing.
+                    headers = {"x-api-key": key, "x-budget": "tenant-b"}
+                    return await client.get("/work", headers=headers, params={"budget": "b"})
+
+                a = [await get("key-a") for _ in range(3)]
+                b = [await get("key-b") for _ in range(3)]
+                unknown = await get("key-c")
+        assert [200, 200, 429] == [r.status_code for r in a]
+        assert ["1", "0"] == [r.headers["x-budget-remaining-calls"] for r in a[:2]]
+        assert_problem(a[2], status=429, dim=CALLS, budget="tenant-a")
+        assert [200, 200, 200] == [r.status_code for r in b]
+        assert ["2", "1", "0"] == [r.headers["x-budget-remaining-calls"] for r in b]
+        assert 401 == unknown.status_code
+        assert ({CALLS: 2}, {CALLS: 0}) == await state(budgets["key-a"])
+        assert ({CALLS: 3}, {CALLS: 0}) == await state(budgets["key-b"])
+
+
+class TestBudgetExhaustedIsNotCaughtByTheDependency:
+    async def test_an_inner_denial_without_handlers_is_the_apps_error(self) -> None:
+        """Without `install_handlers`, a BudgetExhausted from the endpoint is not turned
+        into a 429 behind the app's back; the request's reservation is still refunded."""
+        outer = Budget({CALLS: 5}, name="requests")
+        app = FastAPI()
+        dep = BudgetDependency(lambda r: outer, calls=1)
+
+        @app.get("/")
+        async def root(held: Annotated[Reservation, Depends(dep)]) -> None:
+            raise BudgetExhausted(dim=TOKENS, requested=5, remaining=0, budget="x")
+
+        async with client_for(app) as client:
+            with pytest.raises(BudgetExhausted):
+                await client.get("/")
+        assert ({CALLS: 0}, {CALLS: 0}) == await state(outer)
