@@ -58,6 +58,14 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site in strict mode: a broken link or reference fails."""
+    _install_group(session, "docs")
+    session.install("-e", EXTRAS)
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """The main job: many simulated agents sharing one budget."""
     session.install("-e", ".")
