@@ -29,8 +29,6 @@ Amounts = Union[Usage, Mapping[str, int]]  # noqa: UP007 - a runtime alias on Py
 Callback = Callable[[str | None, Verdict], Union[Awaitable[None], None]]  # noqa: UP007
 """``on_warn`` / ``on_exhausted``: called with the budget's name and the verdict."""
 
-_ON_UNRECORDED = ("refund", "charge")
-
 
 @final
 class Budget:
@@ -131,9 +129,7 @@ class Budget:
         extra = account.vector(dims)
         return tuple(min(a + b, MAX_AMOUNT) for a, b in zip(vector, extra))
 
-    def _caps(self, request_limit: Amounts | None) -> tuple[int, ...] | None:
-        if request_limit is None:
-            return None
+    def _caps(self, request_limit: Amounts) -> tuple[int, ...]:
         if isinstance(request_limit, Usage):
             request_limit = {k: v for k, v in request_limit.amounts(self.dims).items() if v}
         elif not isinstance(request_limit, Mapping):
@@ -170,10 +166,11 @@ class Budget:
         vector = self._account.vector(dims) if amounts is None else self._vector(amounts, dims)
         if timeout is not None and not (isinstance(timeout, int | float) and timeout >= 0):
             raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-        if on_unrecorded not in _ON_UNRECORDED:
+        if on_unrecorded != "refund" and on_unrecorded != "charge":  # noqa: PLR1714 - hot path
             raise ValueError(f"on_unrecorded must be 'refund' or 'charge', not {on_unrecorded!r}")
-        caps = None if request_limit is None else self._caps(request_limit)
-        if caps is not None:
+        caps = None
+        if request_limit is not None:
+            caps = self._caps(request_limit)
             i = first_over(vector, caps)
             if i >= 0:
                 _log.logger.info(
@@ -187,14 +184,7 @@ class Budget:
                 raise RequestLimitExceeded(
                     dim=self.dims[i], requested=vector[i], limit=caps[i], budget=self.name
                 )
-        return Reservation(
-            self,
-            vector,
-            timeout=timeout,
-            use_headroom=use_headroom,
-            request_limit=caps,
-            on_unrecorded=on_unrecorded,
-        )
+        return Reservation(self, vector, timeout, use_headroom, caps, on_unrecorded)
 
     async def try_reserve(
         self,

@@ -65,11 +65,10 @@ class Reservation:
         "verdict",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built only by Budget.reserve, positionally for speed
         self,
         budget: Budget,
         amounts: tuple[int, ...],
-        *,
         timeout: float | None,
         use_headroom: bool,
         request_limit: tuple[int, ...] | None,
@@ -146,19 +145,30 @@ class Reservation:
                 self._amounts, use_headroom=self._use_headroom, timeout=None
             )
         if isinstance(result, Denial):
+            self._accept(result)
+            return False
+        self._accept(result)
+        if result.outcome.crossings:
+            await self._announce(result)
+        return True
+
+    def _accept(self, result: Held | Denial) -> bool:
+        """Take the store's answer: hold it, or note the denial."""
+        if isinstance(result, Denial):
             self._state = _CLOSED
             self._denial = result
             return False
         self._held = result
         self._state = _HELD
         if _log.logger.debug_enabled:
-            _log.logger.debug(_log.RESERVED, budget=budget.name, amounts=self.amounts)
-        if result.outcome.crossings:
-            # Shielded: a cancellation here would escape __aenter__ with budget held
-            # and no __aexit__ to give it back.
-            with anyio.CancelScope(shield=True):
-                await budget._announce(result.outcome)
+            _log.logger.debug(_log.RESERVED, budget=self._budget.name, amounts=self.amounts)
         return True
+
+    async def _announce(self, held: Held) -> None:
+        # Shielded: a cancellation here would escape __aenter__ with budget held and no
+        # __aexit__ to give it back.
+        with anyio.CancelScope(shield=True):
+            await self._budget._announce(held.outcome)
 
     async def _wait(self, budget: Budget) -> Held | Denial:
         if _log.logger.debug_enabled:
@@ -172,6 +182,17 @@ class Reservation:
     async def __aenter__(self) -> Reservation:
         if self._state == _HELD:  # entered by try_reserve
             return self
+        local = self._budget._local
+        if local is not None and self._timeout is None and self._state == _NEW:
+            # The common case, inlined: an in-memory reservation that does not wait.
+            result = local.reserve_nowait(self._amounts, use_headroom=self._use_headroom)
+            if isinstance(result, Denial):
+                self._accept(result)
+                raise self._budget._denied(result)
+            self._accept(result)
+            if result.outcome.crossings:
+                await self._announce(result)
+            return self
         if not await self._enter():
             assert self._denial is not None
             raise self._budget._denied(self._denial)
@@ -183,8 +204,23 @@ class Reservation:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._state == _HELD:
-            await self._close(failed=exc_type is not None)
+        if self._state != _HELD:
+            return
+        recorded = self._recorded
+        local = self._budget._local
+        if local is not None and recorded is not None and self._request_limit is None:
+            # The common case, inlined: settle what was recorded, in memory, no await.
+            self._state = _CLOSED
+            assert self._held is not None
+            outcome = local.settle_nowait(self._held, tuple(recorded))
+            self.verdict = outcome.verdict
+            if outcome.crossings or _log.logger.debug_enabled:
+                self._log_close(tuple(recorded), "failed" if exc_type is not None else "")
+                if outcome.crossings:
+                    with anyio.CancelScope(shield=True):
+                        await self._budget._announce(outcome)
+            return
+        await self._close(failed=exc_type is not None)
 
     def record(self, amounts: Amounts | None = None, /, **dims: int) -> None:
         """Add usage that really happened; sync, no I/O, may be called many times.

@@ -316,15 +316,16 @@ class Ledger:
         order; dimensions not named are 0. Raises `UnknownDimension` or `InvalidAmount`."""
         out = [0] * len(self.dims)
         index = self._index
-        for dim, value in amounts.items():
-            i = index.get(dim)
-            if i is None:
-                raise UnknownDimension(str(dim), known=self.dims, budget=self.name)
-            out[i] = (
-                value
-                if type(value) is int and 0 <= value <= MAX_AMOUNT
-                else check_amount(value, dim)
-            )
+        try:
+            for dim, value in amounts.items():
+                out[index[dim]] = (
+                    value
+                    if type(value) is int and 0 <= value <= MAX_AMOUNT
+                    else check_amount(value, dim if isinstance(dim, str) else None)
+                )
+        except KeyError:
+            unknown = next(dim for dim in amounts if dim not in index)
+            raise UnknownDimension(str(unknown), known=self.dims, budget=self.name) from None
         return tuple(out)
 
     def mapping(self, vector: Iterable[int]) -> dict[str, int]:
