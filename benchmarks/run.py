@@ -36,7 +36,11 @@ def _cell(value: object) -> str:
 
 
 def main(argv: list[str]) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # Run as a script, Python puts benchmarks/ first on the path, where benchmarks/redis.py
+    # would shadow redis-py: import the suites as a package from the project root instead.
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    sys.path.insert(0, str(here.parent))
     for name in argv or SUITES:
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"\n== {name} ==")

@@ -32,6 +32,7 @@ EXPECTED = [
     "MemoryStore",
     "OUTPUT_TOKENS",
     "Pricing",
+    "RedisStore",
     "RequestLimitExceeded",
     "Reservation",
     "ReservationClosed",

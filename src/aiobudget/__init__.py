@@ -43,6 +43,7 @@ from .protocols import BudgetGuard as BudgetGuard
 from .protocols import Store as Store
 from .protocols import TokenBudget as TokenBudget
 from .stores.memory import MemoryStore as MemoryStore
+from .stores.redis import RedisStore as RedisStore  # imports redis-py only when used
 
 __all__ = [
     "BackendError",
@@ -62,6 +63,7 @@ __all__ = [
     "MemoryStore",
     "OUTPUT_TOKENS",
     "Pricing",
+    "RedisStore",
     "RequestLimitExceeded",
     "Reservation",
     "ReservationClosed",

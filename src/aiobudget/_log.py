@@ -25,6 +25,7 @@ from structlog import _config as _structlog_config
 
 __all__ = [
     "ABANDONED",
+    "BACKEND_RETRY",
     "CALLBACK_FAILED",
     "CHARGED",
     "DENIED",
@@ -70,6 +71,8 @@ RESET: Final = "budget.reset"
 """``spent`` was set to 0 for a new period (INFO)."""
 LIMITS_UPDATED: Final = "budget.limits_updated"
 """The limits of a budget were changed (INFO): ``limits``."""
+BACKEND_RETRY: Final = "budget.backend_retry"
+"""A settle or release could not reach the store and is being retried (WARNING)."""
 CALLBACK_FAILED: Final = "budget.callback_failed"
 """An ``on_warn`` or ``on_exhausted`` callback raised (ERROR); accounting was unaffected."""
 

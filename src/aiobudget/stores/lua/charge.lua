@@ -1,0 +1,43 @@
+-- charge: add usage to spent at every level (kernel Chain.charge). Never refused, unless
+-- strict: then, if any level would pass a limit, nothing changes and the reply says where.
+--   ARGV[A]          '1' for a strict charge
+--   ARGV[A+i]        the amounts at level i, in that level's dims order
+-- Reply: {'OK', code, crossed, ...per level}
+--     or {'EXCEEDED', level, dim, limit, attempted (saturated)}
+--     or {'NOBUDGET', level} / {'LIMITS', level, stored spec} (nothing changed).
+
+local strict = ARGV[A] == '1'
+local refusal = load_all()
+if refusal then return refusal end
+local amounts = {}
+for i = 1, n do amounts[i] = vec(ARGV[A + i], #L[i].dims) end
+reclaim_all()
+
+if strict then
+  for i = 1, n do
+    local v, want = L[i], amounts[i]
+    for k = 1, #v.dims do
+      local total = add(add(v.spent[k], v.res[k]), want[k])
+      if lt(v.lim[k], total) then
+        return done({'EXCEEDED', i, k, S(v.lim[k]), S(sat(total))})
+      end
+    end
+  end
+end
+
+local reply = {'OK'}
+for i = 1, n do
+  local v, want = L[i], amounts[i]
+  for k = 1, #v.dims do
+    if not zero(want[k]) then
+      v.spent[k] = sat(add(v.spent[k], want[k]))
+      v.ds = true
+    end
+  end
+  local c, crossed = finish(v, code(v))
+  reply[#reply + 1] = c
+  reply[#reply + 1] = crossed
+end
+-- Nothing was freed, but a waiter may now be past hope: let it find out.
+notify_all()
+return done(reply)
