@@ -389,6 +389,10 @@ class Ledger:
         self._peak = min(self._peak, self._rank(code))
         return self._finish(code) if report else self._outcomes[code]
 
+    def remaining(self, i: int) -> int:
+        """``limit - spent - reserved`` of dimension *i*, floored at 0."""
+        return max(0, self._hard[i] - self._used[i])
+
     def rules_out(self, amounts: Sequence[int], *, use_headroom: bool = False) -> bool:
         """True when ``spent`` alone leaves no room for *amounts* (in this ledger's order)."""
         caps = self._hard if use_headroom else self._soft

@@ -191,8 +191,11 @@ class MemoryAccount:
             waiter = Waiter(self._chain, amounts, use_headroom)
             self._queue.push(waiter, self._chain.ledgers[result.level])
         try:
-            with anyio.move_on_after(math.inf if timeout is None else timeout):
+            if timeout == math.inf:  # no deadline: spare the cancel scope
                 await waiter.wait()
+            else:
+                with anyio.move_on_after(timeout):
+                    await waiter.wait()
         except BaseException:
             with self._lock:
                 if waiter.lease is not None and waiter.lease.open:
@@ -274,5 +277,5 @@ def _queued(chain: Chain, level: int, amounts: tuple[int, ...]) -> Denial:
     held = amounts if index is None else tuple(0 if j < 0 else amounts[j] for j in index)
     i = max(range(len(held)), key=held.__getitem__)  # name the largest ask
     dim = ledger.dims[i]
-    remaining = ledger.snapshot().remaining[dim]
+    remaining = ledger.remaining(i)
     return Denial(ledger.name, level, dim, held[i], remaining, impossible=False, queued=True)
