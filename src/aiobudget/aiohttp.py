@@ -42,9 +42,7 @@ end, and what it used is charged, because the work happened.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -52,8 +50,18 @@ from aiohttp import web
 
 from ._budget import Budget
 from ._errors import BudgetExhausted
+from ._http import (
+    PROBLEM_JSON,
+    PROBLEM_TYPE,
+    REMAINING_HEADER,
+    check_options,
+    denial,
+    remaining_headers,
+    resolve_budget,
+    retry_after_value,
+    settle_unrecorded,
+)
 from ._reservation import OnUnrecorded, Reservation
-from .kernel import check_amount, check_dim
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
@@ -66,12 +74,6 @@ __all__ = [
     "budgeted",
     "reservation",
 ]
-
-PROBLEM_TYPE: Final = "urn:aiobudget:budget-exhausted"
-"""The ``type`` of the problem a denial answers (RFC 9457)."""
-PROBLEM_JSON: Final = "application/problem+json"
-REMAINING_HEADER: Final = "X-Budget-Remaining-"
-"""Prefix of the per-dimension remaining-budget headers: ``X-Budget-Remaining-tokens``."""
 
 # aiohttp >= 3.14 wants typed request keys (a plain str key warns); older ones lack them.
 _RequestKey: Any = getattr(web, "RequestKey", None)
@@ -209,22 +211,15 @@ class _Guard:
         on_unrecorded: OnUnrecorded,
         amounts: Mapping[str, int],
     ) -> None:
-        if not callable(resolve):
-            raise TypeError(f"resolve must be a callable of the request, not {resolve!r}")
-        if type(status_code) is not int or not 400 <= status_code <= 599:
-            raise ValueError(
-                f"status_code must be an HTTP error status (400-599), not {status_code!r}"
-            )
-        if timeout is not None and not (
-            isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0
-        ):
-            raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-        if on_unrecorded not in ("charge", "refund"):
-            raise ValueError(f"on_unrecorded must be 'charge' or 'refund', not {on_unrecorded!r}")
-        if retry_after is not None and not callable(retry_after):
-            _retry_seconds(retry_after)
+        self._amounts = check_options(
+            resolve,
+            status_code=status_code,
+            timeout=timeout,
+            retry_after=retry_after,
+            on_unrecorded=on_unrecorded,
+            amounts=amounts,
+        )
         self._resolve = resolve
-        self._amounts = {check_dim(dim): check_amount(value, dim) for dim, value in amounts.items()}
         self._status_code = status_code
         self._timeout = timeout
         self._headers = headers
@@ -232,7 +227,7 @@ class _Guard:
         self._on_unrecorded = on_unrecorded
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        budget = await self._budget(request)
+        budget = await resolve_budget(self._resolve, request, refuse="a web.HTTPException")
         held = budget.reserve(self._amounts, timeout=self._timeout)
         try:
             await held.__aenter__()
@@ -250,62 +245,17 @@ class _Guard:
                 else:
                     request[_KEY] = outer
             if not response.prepared:  # a streamed response has sent its headers already
-                for dim, value in remaining.items():
+                for name, value in remaining_headers(remaining).items():
                     # An inner guard (a @budgeted handler) has the later, truer view.
-                    response.headers.setdefault(REMAINING_HEADER + dim, str(value))
-            if held.held and not held.has_recorded:
-                # Configured, not forgotten: settled here rather than by the reservation's
-                # own on_unrecorded, which would log budget.unrecorded for every request.
-                if self._on_unrecorded == "charge":
-                    held.record(held.amounts)
-                else:
-                    await held.release()
+                    response.headers.setdefault(name, value)
+            await settle_unrecorded(held, self._on_unrecorded)
         return response
 
-    async def _budget(self, request: web.Request) -> Budget:
-        found = self._resolve(request)
-        if inspect.isawaitable(found):
-            found = await found
-        if not isinstance(found, Budget):
-            raise TypeError(
-                f"resolve must return the request's Budget, not {found!r}; "
-                "raise a web.HTTPException to refuse a request"
-            )
-        return found
-
     async def _denied(self, request: web.Request, exc: BudgetExhausted) -> BudgetDenied:
-        status = self._status_code
-        problem = {
-            "type": PROBLEM_TYPE,
-            "title": "Budget exhausted",
-            "status": status,
-            "detail": str(exc),
-            "dim": exc.dim,
-            "requested": exc.requested,
-            "remaining": exc.remaining,
-            "budget": exc.budget,
-        }
-        fields: dict[str, str] = {}
-        if self._headers:
-            fields[REMAINING_HEADER + exc.dim] = str(exc.remaining)
-        retry_after = self._retry_after
-        if callable(retry_after):
-            seconds = retry_after(request)
-            if inspect.isawaitable(seconds):
-                seconds = await seconds
-            if seconds is not None:
-                fields["Retry-After"] = _retry_seconds(seconds)
-        elif retry_after is not None:
-            fields["Retry-After"] = _retry_seconds(retry_after)
-        return BudgetDenied(status_code=status, problem=problem, headers=fields)
-
-
-def _retry_seconds(value: object) -> str:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"retry_after must be a non-negative number of seconds, not {value!r}")
-    return str(math.ceil(value))
+        problem, fields = denial(
+            exc,
+            status_code=self._status_code,
+            retry_after=await retry_after_value(self._retry_after, request),
+            headers=self._headers,
+        )
+        return BudgetDenied(status_code=self._status_code, problem=problem, headers=fields)

@@ -74,8 +74,6 @@ FastAPI drops the headers a dependency sets when an endpoint returns a `Response
 itself, so such endpoints send no ``X-Budget-Remaining-*`` headers; denials always do.
 """
 
-import inspect
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any, Final, final
@@ -89,8 +87,19 @@ from starlette.types import Receive
 
 from ._budget import Budget
 from ._errors import BudgetExhausted
+from ._http import (
+    PROBLEM_JSON,
+    PROBLEM_TYPE,
+    REMAINING_HEADER,
+    check_options,
+    check_status,
+    denial,
+    remaining_headers,
+    resolve_budget,
+    retry_after_value,
+    settle_unrecorded,
+)
 from ._reservation import OnUnrecorded, Reservation
-from .kernel import check_amount, check_dim
 
 __all__ = [
     "PROBLEM_TYPE",
@@ -101,12 +110,6 @@ __all__ = [
     "problem_response",
     "reservation",
 ]
-
-PROBLEM_TYPE: Final = "urn:aiobudget:budget-exhausted"
-"""The ``type`` of the problem a denial answers (RFC 9457)."""
-PROBLEM_JSON: Final = "application/problem+json"
-REMAINING_HEADER: Final = "X-Budget-Remaining-"
-"""Prefix of the per-dimension remaining-budget headers: ``X-Budget-Remaining-tokens``."""
 
 _SCOPE_KEY: Final = "aiobudget.reservation"
 _HANDLERS_KEY: Final = "starlette.exception_handlers"
@@ -149,7 +152,7 @@ def install_handlers(app: Starlette, *, status_code: int = 429) -> None:
     its first denial), and a `BudgetExhausted` that escapes an endpoint, e.g. from an
     inner ``budget.reserve(...)``, is answered the same way with *status_code*.
     """
-    _check_status(status_code)
+    check_status(status_code)
 
     async def exhausted(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, BudgetExhausted):  # pragma: no cover - registered for it only
@@ -212,19 +215,15 @@ class BudgetDependency:
         cancel_on_disconnect: bool = True,
         **amounts: int,
     ) -> None:
-        if not callable(resolve):
-            raise TypeError(f"resolve must be a callable of the request, not {resolve!r}")
-        _check_status(status_code)
-        if timeout is not None and not (
-            isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0
-        ):
-            raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-        if on_unrecorded not in ("charge", "refund"):
-            raise ValueError(f"on_unrecorded must be 'charge' or 'refund', not {on_unrecorded!r}")
-        if retry_after is not None and not callable(retry_after):
-            _retry_seconds(retry_after)
+        self._amounts = check_options(
+            resolve,
+            status_code=status_code,
+            timeout=timeout,
+            retry_after=retry_after,
+            on_unrecorded=on_unrecorded,
+            amounts=amounts,
+        )
         self._resolve = resolve
-        self._amounts = {check_dim(dim): check_amount(value, dim) for dim, value in amounts.items()}
         self._status_code = status_code
         self._timeout = timeout
         self._headers = headers
@@ -241,7 +240,7 @@ class BudgetDependency:
         return dict(self._amounts)
 
     async def __call__(self, request: Request, response: Response) -> AsyncIterator[Reservation]:
-        budget = await _resolve_budget(self._resolve, request)
+        budget = await resolve_budget(self._resolve, request, refuse="an HTTPException")
         held = budget.reserve(self._amounts, timeout=self._timeout)
         try:
             await held.__aenter__()
@@ -249,7 +248,7 @@ class BudgetDependency:
             denied = _denied(
                 exc,
                 status_code=self._status_code,
-                retry_after=await _retry_after(self._retry_after, request),
+                retry_after=await retry_after_value(self._retry_after, request),
                 headers=self._headers,
             )
             _register_handler(request)
@@ -257,8 +256,7 @@ class BudgetDependency:
         async with held:  # entered above: this only closes it, exactly once
             request.scope[_SCOPE_KEY] = held
             if self._headers:
-                for dim, value in (await budget.remaining()).items():
-                    response.headers[REMAINING_HEADER + dim] = str(value)
+                response.headers.update(remaining_headers(await budget.remaining()))
             function_stack = request.scope.get(_FUNCTION_STACK_KEY)
             if self._cancel_on_disconnect and isinstance(function_stack, AsyncExitStack):
                 await _read_body(request)
@@ -280,20 +278,7 @@ class BudgetDependency:
                     raise failure
             else:
                 yield held
-            await self._unrecorded(held)
-
-    async def _unrecorded(self, held: Reservation) -> None:
-        """A normal exit with nothing recorded: charge or refund as configured.
-
-        Done here rather than by ``on_unrecorded`` of the reservation, which also logs
-        ``budget.unrecorded``: here it was configured, not forgotten.
-        """
-        if not held.held or held.has_recorded:
-            return
-        if self._on_unrecorded == "charge":
-            held.record(held.amounts)
-        else:
-            await held.release()
+            await settle_unrecorded(held, self._on_unrecorded)
 
 
 class _Watch:
@@ -342,63 +327,10 @@ async def _read_body(request: Request) -> None:
         raise HTTPException(_CLIENT_CLOSED, "client closed request") from exc
 
 
-async def _resolve_budget(resolve: Resolve, request: Request) -> Budget:
-    found = resolve(request)
-    if inspect.isawaitable(found):
-        found = await found
-    if not isinstance(found, Budget):
-        raise TypeError(
-            f"resolve must return the request's Budget, not {found!r}; "
-            "raise an HTTPException to refuse a request"
-        )
-    return found
-
-
-def _check_status(status_code: int) -> None:
-    if type(status_code) is not int or not 400 <= status_code <= 599:
-        raise ValueError(f"status_code must be an HTTP error status (400-599), not {status_code!r}")
-
-
-def _retry_seconds(value: object) -> str:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"retry_after must be a non-negative number of seconds, not {value!r}")
-    return str(math.ceil(value))
-
-
-async def _retry_after(retry_after: RetryAfter | None, request: Request) -> str | None:
-    if retry_after is None:
-        return None
-    if not callable(retry_after):
-        return _retry_seconds(retry_after)
-    seconds = retry_after(request)
-    if inspect.isawaitable(seconds):
-        seconds = await seconds
-    return None if seconds is None else _retry_seconds(seconds)
-
-
 def _denied(
     exc: BudgetExhausted, *, status_code: int, retry_after: str | None, headers: bool
 ) -> BudgetDenied:
-    problem = {
-        "type": PROBLEM_TYPE,
-        "title": "Budget exhausted",
-        "status": status_code,
-        "detail": str(exc),
-        "dim": exc.dim,
-        "requested": exc.requested,
-        "remaining": exc.remaining,
-        "budget": exc.budget,
-    }
-    fields: dict[str, str] = {}
-    if headers:
-        fields[REMAINING_HEADER + exc.dim] = str(exc.remaining)
-    if retry_after is not None:
-        fields["Retry-After"] = retry_after
+    problem, fields = denial(exc, status_code=status_code, retry_after=retry_after, headers=headers)
     return BudgetDenied(status_code=status_code, problem=problem, headers=fields)
 
 

@@ -1,0 +1,146 @@
+"""What the web integrations share, free of any framework: option checks, the RFC 9457
+problem a denial answers, its headers, and settling a request that recorded nothing.
+
+`aiobudget.fastapi` and `aiobudget.aiohttp` wrap these in their own request, response
+and exception types; this module imports neither framework, so each works without the
+other installed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from ._budget import Budget
+from .kernel import check_amount, check_dim
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from ._errors import BudgetExhausted
+    from ._reservation import OnUnrecorded, Reservation
+
+PROBLEM_TYPE: Final = "urn:aiobudget:budget-exhausted"
+"""The ``type`` of the problem a denial answers (RFC 9457)."""
+PROBLEM_JSON: Final = "application/problem+json"
+REMAINING_HEADER: Final = "X-Budget-Remaining-"
+"""Prefix of the per-dimension remaining-budget headers: ``X-Budget-Remaining-tokens``."""
+
+RequestT = TypeVar("RequestT")
+
+
+def check_status(status_code: int) -> None:
+    """Refuse a *status_code* that is not an HTTP error status."""
+    if type(status_code) is not int or not 400 <= status_code <= 599:
+        raise ValueError(f"status_code must be an HTTP error status (400-599), not {status_code!r}")
+
+
+def check_options(
+    resolve: object,
+    *,
+    status_code: int,
+    timeout: float | None,
+    retry_after: object,
+    on_unrecorded: OnUnrecorded,
+    amounts: Mapping[str, int],
+) -> dict[str, int]:
+    """A guard's *amounts*, checked; its options refused up front, when the app is
+    built, not at the first request."""
+    if not callable(resolve):
+        raise TypeError(f"resolve must be a callable of the request, not {resolve!r}")
+    check_status(status_code)
+    if timeout is not None and not (
+        isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0
+    ):
+        raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
+    if on_unrecorded not in ("charge", "refund"):
+        raise ValueError(f"on_unrecorded must be 'charge' or 'refund', not {on_unrecorded!r}")
+    if retry_after is not None and not callable(retry_after):
+        retry_seconds(retry_after)
+    return {check_dim(dim): check_amount(value, dim) for dim, value in amounts.items()}
+
+
+async def resolve_budget(
+    resolve: Callable[[RequestT], Budget | Awaitable[Budget]],
+    request: RequestT,
+    *,
+    refuse: str,
+) -> Budget:
+    """The budget *resolve* finds for *request* (sync or async); *refuse* names the
+    framework's exception for refusing a request, in the error for a wrong result."""
+    found = resolve(request)
+    if inspect.isawaitable(found):
+        found = await found
+    if not isinstance(found, Budget):
+        raise TypeError(
+            f"resolve must return the request's Budget, not {found!r}; "
+            f"raise {refuse} to refuse a request"
+        )
+    return found
+
+
+def retry_seconds(value: object) -> str:
+    """*value* seconds as a ``Retry-After`` value: whole seconds, rounded up."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"retry_after must be a non-negative number of seconds, not {value!r}")
+    return str(math.ceil(value))
+
+
+async def retry_after_value(
+    retry_after: float | Callable[[RequestT], float | Awaitable[float | None] | None] | None,
+    request: RequestT,
+) -> str | None:
+    """The ``Retry-After`` of a denial of *request*, or None when it is not known."""
+    if retry_after is None:
+        return None
+    if not callable(retry_after):
+        return retry_seconds(retry_after)
+    seconds = retry_after(request)
+    if inspect.isawaitable(seconds):
+        seconds = await seconds
+    return None if seconds is None else retry_seconds(seconds)
+
+
+def remaining_headers(remaining: Mapping[str, int]) -> dict[str, str]:
+    """``X-Budget-Remaining-<dim>`` for each dimension of *remaining*."""
+    return {REMAINING_HEADER + dim: str(value) for dim, value in remaining.items()}
+
+
+def denial(
+    exc: BudgetExhausted, *, status_code: int, retry_after: str | None, headers: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The problem (the JSON body) and the headers that answer the denial *exc*."""
+    problem = {
+        "type": PROBLEM_TYPE,
+        "title": "Budget exhausted",
+        "status": status_code,
+        "detail": str(exc),
+        "dim": exc.dim,
+        "requested": exc.requested,
+        "remaining": exc.remaining,
+        "budget": exc.budget,
+    }
+    fields = remaining_headers({exc.dim: exc.remaining}) if headers else {}
+    if retry_after is not None:
+        fields["Retry-After"] = retry_after
+    return problem, fields
+
+
+async def settle_unrecorded(held: Reservation, on_unrecorded: OnUnrecorded) -> None:
+    """A normal exit with nothing recorded: charge or refund as configured.
+
+    Done here rather than by ``on_unrecorded`` of the reservation, which also logs
+    ``budget.unrecorded``: here it was configured, not forgotten.
+    """
+    if not held.held or held.has_recorded:
+        return
+    if on_unrecorded == "charge":
+        held.record(held.amounts)
+    else:
+        await held.release()
