@@ -164,7 +164,9 @@ class Budget:
         alone makes it impossible. Bad amounts raise here, before anything changes.
         """
         vector = self._account.vector(dims) if amounts is None else self._vector(amounts, dims)
-        if timeout is not None and not (isinstance(timeout, int | float) and timeout >= 0):
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
             raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
         if on_unrecorded != "refund" and on_unrecorded != "charge":  # noqa: PLR1714 - hot path
             raise ValueError(f"on_unrecorded must be 'refund' or 'charge', not {on_unrecorded!r}")

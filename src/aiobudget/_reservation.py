@@ -165,10 +165,15 @@ class Reservation:
         return True
 
     async def _announce(self, held: Held) -> None:
-        # Shielded: a cancellation here would escape __aenter__ with budget held and no
-        # __aexit__ to give it back.
-        with anyio.CancelScope(shield=True):
+        try:
             await self._budget._announce(held.outcome)
+        except BaseException:
+            # Cancelled in a callback before __aenter__ returned: no __aexit__ will run,
+            # so give the budget back now. (Not shielding the callback instead keeps a
+            # callback that hangs from making the task uncancellable.)
+            with anyio.CancelScope(shield=True):
+                await self._close(failed=True, reason="cancelled")
+            raise
 
     async def _wait(self, budget: Budget) -> Held | Denial:
         if _log.logger.debug_enabled:
@@ -180,7 +185,7 @@ class Reservation:
         )
 
     async def __aenter__(self) -> Reservation:
-        if self._state == _HELD:  # entered by try_reserve
+        if self._state == _HELD:  # entered already (try_reserve): the block closes it
             return self
         local = self._budget._local
         if local is not None and self._timeout is None and self._state == _NEW:
@@ -216,9 +221,8 @@ class Reservation:
             self.verdict = outcome.verdict
             if outcome.crossings or _log.logger.debug_enabled:
                 self._log_close(tuple(recorded), "failed" if exc_type is not None else "")
-                if outcome.crossings:
-                    with anyio.CancelScope(shield=True):
-                        await self._budget._announce(outcome)
+                if outcome.crossings:  # settled already: a callback may be cancelled
+                    await self._budget._announce(outcome)
             return
         await self._close(failed=exc_type is not None)
 
@@ -299,9 +303,8 @@ class Reservation:
                 )
         self.verdict = outcome.verdict
         self._log_close(actual, reason or ("failed" if failed else "unrecorded"))
-        if outcome.crossings:
-            with anyio.CancelScope(shield=True):
-                await budget._announce(outcome)
+        if outcome.crossings:  # settled already: a callback may be cancelled
+            await budget._announce(outcome)
 
     def _log_close(self, actual: tuple[int, ...] | None, reason: str) -> None:
         budget = self._budget

@@ -155,16 +155,18 @@ class TestCancelWhileWaiting:
 
 class TestCancelDuringEnterCallback:
     async def test_cancelled_in_an_async_on_warn_at_enter(self) -> None:
-        """Cancelled while an async on_warn runs on enter, no budget is left reserved.
+        """Cancelled while an async on_warn runs on enter, the reservation is given back.
 
-        The callback runs shielded (a cancellation escaping ``__aenter__`` would leave the
-        budget held with no ``__aexit__`` to give it back), so the cancellation lands at
-        the block's first checkpoint and the exit refunds everything.
+        The callback is not shielded (one that hangs must not make the task
+        uncancellable), so the cancellation interrupts it; since no ``__aexit__`` will
+        run, entering refunds the reservation itself before re-raising.
         """
         gate = anyio.Event()
+        started: list[Verdict] = []
         finished: list[Verdict] = []
 
         async def on_warn(name: str | None, verdict: Verdict) -> None:
+            started.append(verdict)
             await gate.wait()
             finished.append(verdict)
 
@@ -174,20 +176,31 @@ class TestCancelDuringEnterCallback:
         async def worker() -> None:
             async with budget.reserve(tokens=6) as r:
                 entered.append(True)
-                await checkpoint()
                 r.record(tokens=6)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker)
             await wait_all_tasks_blocked()  # parked in on_warn, on enter
             tg.cancel_scope.cancel()
-            gate.set()
         leaked = await state(budget)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()  # a leak is refunded here, not in some later test
+            gc.collect()  # a leak would be refunded here, not in some later test
         assert ({TOKENS: 0}, {TOKENS: 0}) == leaked
-        assert [Verdict(Status.WARN, TOKENS)] == finished
+        assert ([Verdict(Status.WARN, TOKENS)], [], []) == (started, finished, entered)
+
+    async def test_a_hanging_callback_at_enter_does_not_block_cancellation(self) -> None:
+        """An on_warn that never returns is interrupted by cancellation, nothing leaks."""
+
+        async def on_warn(name: str | None, verdict: Verdict) -> None:
+            await anyio.sleep_forever()
+
+        budget = Budget({TOKENS: Limit(10, warn=5)}, on_warn=on_warn)
+        with anyio.move_on_after(0.05) as scope:
+            async with budget.reserve(tokens=6):
+                pytest.fail("the block must not run")
+        assert scope.cancelled_caught
+        assert ({TOKENS: 0}, {TOKENS: 0}) == await state(budget)
 
     async def test_callback_at_enter_that_completes(self) -> None:
         """An async on_warn that completes on enter leaves the reservation working."""
@@ -241,13 +254,15 @@ class TestExitIsShielded:
             assert [] == other_ran  # the exit did not let the new task run
         assert [True] == other_ran
 
-    async def test_async_callback_on_exit_runs_shielded(self) -> None:
-        """A crossing's async callback at exit runs to the end, even in a cancelled scope."""
+    async def test_async_callback_on_exit_is_cancellable_after_the_settle(self) -> None:
+        """In a cancelled scope the exit settles first; the crossing's async callback then
+        starts and may be interrupted (a hanging callback must not pin the task)."""
+        started: list[Verdict] = []
         finished: list[Verdict] = []
 
         async def on_exhausted(name: str | None, verdict: Verdict) -> None:
-            for _ in range(3):
-                await checkpoint()
+            started.append(verdict)
+            await anyio.sleep_forever()
             finished.append(verdict)
 
         budget = Budget({TOKENS: 10}, on_exhausted=on_exhausted)
@@ -257,7 +272,7 @@ class TestExitIsShielded:
                 scope.cancel()
                 await checkpoint()
         assert scope.cancelled_caught
-        assert [Verdict(Status.EXHAUSTED, TOKENS)] == finished
+        assert ([Verdict(Status.EXHAUSTED, TOKENS)], []) == (started, finished)
         assert ({TOKENS: 10}, {TOKENS: 0}) == await state(budget)
 
     async def test_commit_and_release_in_a_cancelled_scope(self) -> None:

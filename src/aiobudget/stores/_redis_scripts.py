@@ -133,8 +133,12 @@ def _backend_error(what: str, exc: BaseException) -> BackendError:
 async def run(
     client: Any, script: Script, numkeys: int, head: Sequence[object], args: Sequence[object]
 ) -> list[Any]:
-    """Run *script* on *client* in one round trip (two more once, after NOSCRIPT): the
-    first *numkeys* of *head* are its KEYS, the rest of *head* and *args* its ARGV.
+    """Run *script* on *client* in one round trip (one more after NOSCRIPT): the first
+    *numkeys* of *head* are its KEYS, the rest of *head* and *args* its ARGV.
+
+    After NOSCRIPT (a SCRIPT FLUSH, a restart, a failover, a cluster node that never saw
+    it) the script is sent whole with EVAL, which runs it on the very node that lacked it
+    and caches it there: no window in which another flush or node could miss it again.
 
     Raises `BackendError` for any failure of Redis or of the script.
     """
@@ -143,8 +147,7 @@ async def run(
         try:
             reply = await client.evalsha(script.sha, numkeys, *head, *args)
         except _errors()[1]:
-            await client.script_load(script.source)
-            reply = await client.evalsha(script.sha, numkeys, *head, *args)
+            reply = await client.eval(script.source, numkeys, *head, *args)
     except _errors()[0] as exc:
         raise _backend_error(f"running aiobudget's {script.name!r} script", exc) from exc
     if not isinstance(reply, list) or not reply:
