@@ -22,7 +22,18 @@ local refusal = load_all()
 if refusal then return refusal end
 local amounts = {}
 for i = 1, n do amounts[i] = vec(ARGV[A + 5 + i], #L[i].dims) end
-if redis.call('HEXISTS', L[1].l, id) == 1 then fail('lease id in use ' .. id) end
+-- The same id again is a retry whose first reply was lost (a client or cluster
+-- redirect retried it): answer as if granted now, with no crossing reported twice.
+local existing = redis.call('HGET', L[1].l, id)
+if existing then
+  if existing ~= ARGV[A + 6] then fail('lease id in use ' .. id) end
+  local again = {'OK'}
+  for i = 1, n do
+    again[#again + 1] = code(L[i])
+    again[#again + 1] = 0
+  end
+  return done(again, ticket)
+end
 reclaim_all()
 
 -- The caller's ticket joins (or stays in) the queue of level q, keeping its number.
