@@ -560,6 +560,25 @@ class TestSettle:
         lease.release()
         hold(chain, (0, 3))
 
+    @pytest.mark.parametrize("operation", ["reserve", "check", "charge", "strict charge"])
+    @pytest.mark.parametrize("amounts", [(1,), (1, 1, 1)])
+    def test_chain_operations_refuse_vectors_of_the_wrong_length(
+        self, operation: str, amounts: tuple[int, ...]
+    ) -> None:
+        """reserve, check and charge refuse a vector that is not one amount per dimension
+        with InvalidAmount, and change nothing."""
+        ledger, chain = single({"a": 10, "b": 3})
+        before = ledger.snapshot()
+        calls = {
+            "reserve": lambda: chain.reserve(amounts),
+            "check": lambda: chain.check(amounts),
+            "charge": lambda: chain.charge(amounts),
+            "strict charge": lambda: chain.charge(amounts, strict=True),
+        }
+        with pytest.raises(InvalidAmount):
+            calls[operation]()
+        assert before == ledger.snapshot()
+
     def test_settle_of_a_lease_made_before_a_reset(self) -> None:
         """A reservation that outlives a reset is released exactly and its spend counts
         in the new period."""

@@ -1,0 +1,85 @@
+"""Two aiohttp server processes share one Redis-backed budget: of 200 concurrent requests
+spread over both, exactly as many as the budget allows are served."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+from anyio.abc import Process
+
+import aiobudget
+from aiobudget import Budget
+from aiobudget.stores.redis import RedisStore
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.redis,
+    pytest.mark.parametrize("anyio_backend", ["asyncio"]),  # aiohttp is asyncio only
+]
+
+WORKER = str(Path(__file__).with_name("_server_worker.py"))
+_SRC = str(Path(aiobudget.__file__).resolve().parents[1])  # the aiobudget under test
+REQUESTS = 200
+LIMIT = 50  # the workers' budget: {"calls": 50}
+
+
+def _env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": _SRC if not path else f"{_SRC}{os.pathsep}{path}"}
+
+
+async def _port(process: Process) -> int:
+    assert process.stdout is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        line += await process.stdout.receive()
+    return int(line)
+
+
+async def test_two_servers_serve_exactly_the_budget(redis_url: str, redis_prefix: str) -> None:
+    """200 concurrent requests over two server processes, 50 calls: 50 served, 150 get
+    429, and the budget ends with 50 spent and nothing reserved."""
+    name = f"served-{uuid.uuid4().hex[:6]}"
+    processes: list[Process] = []
+    try:
+        for _ in range(2):
+            command = [sys.executable, WORKER, redis_url, redis_prefix, name]
+            process = await anyio.open_process(command, env=_env())
+            processes.append(process)  # one by one: each is stopped even if the next fails
+        with anyio.fail_after(20):
+            ports = [await _port(process) for process in processes]
+        statuses: list[int] = []
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def call(i: int) -> None:
+                url = f"http://127.0.0.1:{ports[i % 2]}/work"
+                async with session.get(url) as response:
+                    await response.read()
+                    statuses.append(response.status)
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    for i in range(REQUESTS):
+                        tg.start_soon(call, i)
+        assert LIMIT == statuses.count(200)
+        assert REQUESTS - LIMIT == statuses.count(429)
+        async with RedisStore(redis_url, prefix=redis_prefix) as store:
+            snapshot = await Budget({"calls": LIMIT}, name=name, store=store).snapshot()
+        assert ({"calls": LIMIT}, {"calls": 0}) == (dict(snapshot.spent), dict(snapshot.reserved))
+    finally:
+        with anyio.CancelScope(shield=True):
+            for process in processes:
+                if process.returncode is None:
+                    process.terminate()
+                with anyio.move_on_after(10):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                await process.aclose()
