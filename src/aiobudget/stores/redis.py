@@ -83,6 +83,7 @@ __all__ = ["RedisStore"]
 
 _TICKET_TTL: Final = 5.0  # seconds a waiter's ticket lives without being renewed
 _CONNECT_TIMEOUT: Final = 5.0  # defaults for a client built from a URL (the URL may override)
+_HEALTH_CHECK: Final = 1  # seconds
 _SOCKET_TIMEOUT: Final = 5.0
 _MAX_CONNECTIONS: Final = 64  # per event loop
 _POOL_TIMEOUT: Final = 20.0  # seconds an operation waits for a free connection
@@ -301,6 +302,9 @@ class _LoopState:
                 timeout=_POOL_TIMEOUT,
                 socket_connect_timeout=_CONNECT_TIMEOUT,
                 socket_timeout=_SOCKET_TIMEOUT,
+                # A connection idle this long is PINGed (and reconnected) before use, so
+                # the first operation after a server restart does not fail on it.
+                health_check_interval=_HEALTH_CHECK,
             )
             self.client = redis.Redis.from_pool(pool)
         # A redis-py client belongs to one loop and must be closed in it. asyncio gives a
