@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 from ._budget import Budget
 from .kernel import check_amount, check_dim
@@ -36,17 +37,32 @@ def check_status(status_code: int) -> None:
         raise ValueError(f"status_code must be an HTTP error status (400-599), not {status_code!r}")
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class GuardOptions:
+    """What a web guard (FastAPI dependency, aiohttp middleware) was built with, checked."""
+
+    resolve: Any
+    status_code: int
+    timeout: float | None
+    headers: bool
+    retry_after: Any
+    on_unrecorded: OnUnrecorded
+    amounts: dict[str, int]
+
+
 def check_options(
     resolve: object,
     *,
     status_code: int,
     timeout: float | None,
+    headers: bool,
     retry_after: object,
     on_unrecorded: OnUnrecorded,
     amounts: Mapping[str, int],
-) -> dict[str, int]:
-    """A guard's *amounts*, checked; its options refused up front, when the app is
-    built, not at the first request."""
+) -> GuardOptions:
+    """A guard's options, refused up front (when the app is built, not at the first
+    request) if they are wrong."""
     if not callable(resolve):
         raise TypeError(f"resolve must be a callable of the request, not {resolve!r}")
     check_status(status_code)
@@ -58,7 +74,8 @@ def check_options(
         raise ValueError(f"on_unrecorded must be 'charge' or 'refund', not {on_unrecorded!r}")
     if retry_after is not None and not callable(retry_after):
         retry_seconds(retry_after)
-    return {check_dim(dim): check_amount(value, dim) for dim, value in amounts.items()}
+    checked = {check_dim(dim): check_amount(value, dim) for dim, value in amounts.items()}
+    return GuardOptions(resolve, status_code, timeout, headers, retry_after, on_unrecorded, checked)
 
 
 async def resolve_budget(

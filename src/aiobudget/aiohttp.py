@@ -190,15 +190,7 @@ def budgeted(
 class _Guard:
     """The behaviour shared by the middleware and the decorator."""
 
-    __slots__ = (
-        "_amounts",
-        "_headers",
-        "_on_unrecorded",
-        "_resolve",
-        "_retry_after",
-        "_status_code",
-        "_timeout",
-    )
+    __slots__ = ("_options",)
 
     def __init__(
         self,
@@ -211,30 +203,25 @@ class _Guard:
         on_unrecorded: OnUnrecorded,
         amounts: Mapping[str, int],
     ) -> None:
-        self._amounts = check_options(
+        self._options = check_options(
             resolve,
             status_code=status_code,
             timeout=timeout,
+            headers=headers,
             retry_after=retry_after,
             on_unrecorded=on_unrecorded,
             amounts=amounts,
         )
-        self._resolve = resolve
-        self._status_code = status_code
-        self._timeout = timeout
-        self._headers = headers
-        self._retry_after = retry_after
-        self._on_unrecorded = on_unrecorded
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        budget = await resolve_budget(self._resolve, request, refuse="a web.HTTPException")
-        held = budget.reserve(self._amounts, timeout=self._timeout)
+        budget = await resolve_budget(self._options.resolve, request, refuse="a web.HTTPException")
+        held = budget.reserve(self._options.amounts, timeout=self._options.timeout)
         try:
             await held.__aenter__()
         except BudgetExhausted as exc:
             raise await self._denied(request, exc) from exc
         async with held:  # entered above: this only closes it, exactly once
-            remaining = await budget.remaining() if self._headers else {}
+            remaining = await budget.remaining() if self._options.headers else {}
             outer = request.get(_KEY)
             request[_KEY] = held
             try:
@@ -248,14 +235,14 @@ class _Guard:
                 for name, value in remaining_headers(remaining).items():
                     # An inner guard (a @budgeted handler) has the later, truer view.
                     response.headers.setdefault(name, value)
-            await settle_unrecorded(held, self._on_unrecorded)
+            await settle_unrecorded(held, self._options.on_unrecorded)
         return response
 
     async def _denied(self, request: web.Request, exc: BudgetExhausted) -> BudgetDenied:
         problem, fields = denial(
             exc,
-            status_code=self._status_code,
-            retry_after=await retry_after_value(self._retry_after, request),
-            headers=self._headers,
+            status_code=self._options.status_code,
+            retry_after=await retry_after_value(self._options.retry_after, request),
+            headers=self._options.headers,
         )
-        return BudgetDenied(status_code=self._status_code, problem=problem, headers=fields)
+        return BudgetDenied(status_code=self._options.status_code, problem=problem, headers=fields)

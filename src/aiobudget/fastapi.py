@@ -191,16 +191,7 @@ class BudgetDependency:
     cancels the endpoint when the client goes away.
     """
 
-    __slots__ = (
-        "_amounts",
-        "_cancel_on_disconnect",
-        "_headers",
-        "_on_unrecorded",
-        "_resolve",
-        "_retry_after",
-        "_status_code",
-        "_timeout",
-    )
+    __slots__ = ("_cancel_on_disconnect", "_options")
 
     def __init__(
         self,
@@ -215,47 +206,42 @@ class BudgetDependency:
         cancel_on_disconnect: bool = True,
         **amounts: int,
     ) -> None:
-        self._amounts = check_options(
+        self._options = check_options(
             resolve,
             status_code=status_code,
             timeout=timeout,
+            headers=headers,
             retry_after=retry_after,
             on_unrecorded=on_unrecorded,
             amounts=amounts,
         )
-        self._resolve = resolve
-        self._status_code = status_code
-        self._timeout = timeout
-        self._headers = headers
-        self._retry_after = retry_after
-        self._on_unrecorded = on_unrecorded
         self._cancel_on_disconnect = cancel_on_disconnect
 
     def __repr__(self) -> str:
-        return f"<BudgetDependency {self._amounts} status_code={self._status_code}>"
+        return f"<BudgetDependency {self._options.amounts} status_code={self._options.status_code}>"
 
     @property
     def amounts(self) -> dict[str, int]:
         """What each request reserves, by dimension."""
-        return dict(self._amounts)
+        return dict(self._options.amounts)
 
     async def __call__(self, request: Request, response: Response) -> AsyncIterator[Reservation]:
-        budget = await resolve_budget(self._resolve, request, refuse="an HTTPException")
-        held = budget.reserve(self._amounts, timeout=self._timeout)
+        budget = await resolve_budget(self._options.resolve, request, refuse="an HTTPException")
+        held = budget.reserve(self._options.amounts, timeout=self._options.timeout)
         try:
             await held.__aenter__()
         except BudgetExhausted as exc:
             denied = _denied(
                 exc,
-                status_code=self._status_code,
-                retry_after=await retry_after_value(self._retry_after, request),
-                headers=self._headers,
+                status_code=self._options.status_code,
+                retry_after=await retry_after_value(self._options.retry_after, request),
+                headers=self._options.headers,
             )
             _register_handler(request)
             raise denied from exc
         async with held:  # entered above: this only closes it, exactly once
             request.scope[_SCOPE_KEY] = held
-            if self._headers:
+            if self._options.headers:
                 response.headers.update(remaining_headers(await budget.remaining()))
             function_stack = request.scope.get(_FUNCTION_STACK_KEY)
             if self._cancel_on_disconnect and isinstance(function_stack, AsyncExitStack):
@@ -278,7 +264,7 @@ class BudgetDependency:
                     raise failure
             else:
                 yield held
-            await settle_unrecorded(held, self._on_unrecorded)
+            await settle_unrecorded(held, self._options.on_unrecorded)
 
 
 class _Watch:
