@@ -258,10 +258,10 @@ class TestBrokenStores:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A store whose waiters are never woken fails the check instead of hanging it."""
-        import aiobudget.testing
+        from aiobudget.testing import _harness, _sharing
 
-        monkeypatch.setattr(aiobudget.testing, "_WAIT", math.inf)  # the check's own patience
-        monkeypatch.setattr(aiobudget.testing, "TIME_LIMIT", 0.2)
+        monkeypatch.setattr(_sharing, "WAIT", math.inf)  # the check's own patience
+        monkeypatch.setattr(_harness, "TIME_LIMIT", 0.2)
         check = next(
             c for c in CHECKS if _name(c) == "waiting_reservation_is_granted_when_budget_is_freed"
         )

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from ._errors import BudgetExhausted
-from ._units import CALLS, COST, TOKENS, Pricing, Usage
-from .kernel import Limit, Snapshot
+from .._errors import BudgetExhausted
+from .._units import CALLS, COST, TOKENS, Pricing, Usage
+from ..kernel import Limit, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from anyio.abc import TaskGroup
 
-    from ._budget import Budget
+    from .._budget import Budget
 
 _PRICING: Final = Pricing(input="2.50", output="10")  # USD per million tokens
 _MAX_OUTPUT: Final = 800  # max_tokens of every simulated call: the output estimate

@@ -6,14 +6,14 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from ._cli import table
-from ._units import COST
+from .._units import COST
+from ._common import table
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ..kernel import Snapshot
     from ._demo_simulation import Plan, Stats
-    from .kernel import Snapshot
 
 _RESET: Final = "\x1b[0m"
 _GREEN: Final = "\x1b[32m"

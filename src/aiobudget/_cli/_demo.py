@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ._budget import Budget
-from ._cli import EXIT_FAILURE, EXIT_OK, BadUsage, Failure, open_redis, print_json
+from .._budget import Budget
+from .._units import usd
+from ._common import EXIT_FAILURE, EXIT_OK, BadUsage, Failure, open_redis, print_json
 from ._demo_display import Display, make_report, report_text
 from ._demo_simulation import Plan, Simulation, Stats
-from ._units import usd
 
 if TYPE_CHECKING:
     import argparse

@@ -1,0 +1,185 @@
+"""``show``, ``reset`` and ``set-limit``: inspect and manage a budget kept in Redis."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..kernel import Limit, Snapshot, Status
+from ._common import (
+    EXIT_EXHAUSTED,
+    EXIT_OK,
+    BadUsage,
+    Failure,
+    amount,
+    existing,
+    open_redis,
+    print_json,
+    table,
+    where,
+)
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Mapping
+
+
+def _snapshot_json(name: str, snap: Snapshot) -> dict[str, Any]:
+    return {
+        "name": name,
+        "dims": {
+            dim: {
+                "limit": limit.limit,
+                "warn": limit.warn,
+                "headroom": limit.headroom,
+                "spent": snap.spent[dim],
+                "reserved": snap.reserved[dim],
+                "remaining": snap.remaining[dim],
+            }
+            for dim, limit in snap.limits.items()
+        },
+        "verdict": {"status": snap.verdict.status.value, "dim": snap.verdict.dim},
+    }
+
+
+def _verdict_text(snap: Snapshot) -> str:
+    verdict = snap.verdict
+    return verdict.status.value + (f" ({verdict.dim})" if verdict.dim else "")
+
+
+def _snapshot_text(name: str, snap: Snapshot, where: str) -> str:
+    rows = [["dimension", "limit", "warn", "headroom", "spent", "reserved", "remaining"]]
+    for dim, limit in snap.limits.items():
+        warn = "-" if limit.warn is None else f"{limit.warn:,}"
+        rows.append(
+            [
+                dim,
+                f"{limit.limit:,}",
+                warn,
+                f"{limit.headroom:,}",
+                f"{snap.spent[dim]:,}",
+                f"{snap.reserved[dim]:,}",
+                f"{snap.remaining[dim]:,}",
+            ]
+        )
+    return f"budget {name!r} ({where})\n{table(rows, '  ')}\nverdict: {_verdict_text(snap)}"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    snap = anyio.run(_load, args)
+    if args.json:
+        print_json(_snapshot_json(args.name, snap))
+    else:
+        print(_snapshot_text(args.name, snap, where(args)))
+    return EXIT_EXHAUSTED if snap.verdict.status is Status.EXHAUSTED else EXIT_OK
+
+
+async def _load(args: argparse.Namespace) -> Snapshot:
+    async with open_redis(args.redis, args.prefix) as store:
+        return await (await existing(store, args)).snapshot()
+
+
+def _confirm(args: argparse.Namespace, question: str) -> None:
+    """Go on if --yes, or if a person at the terminal says yes; else stop."""
+    if args.yes:
+        return
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise Failure("not confirmed; nothing was changed")
+
+
+def _require_confirmation(args: argparse.Namespace) -> None:
+    """Destructive commands need --yes when no person can be asked."""
+    if not args.yes and not (sys.stdin is not None and sys.stdin.isatty()):
+        raise BadUsage(
+            f"'{args.command}' changes budget {args.name!r}: pass --yes to confirm "
+            "(stdin is not a terminal, so it cannot ask)"
+        )
+
+
+def _print_change(
+    args: argparse.Namespace, summary: str, before: Snapshot, after: Snapshot, **action: str
+) -> None:
+    """What a command changed: *action* and both snapshots as JSON with --json, else
+    *summary* and the budget as it is now."""
+    if args.json:
+        before_json, after_json = (
+            _snapshot_json(args.name, before),
+            _snapshot_json(args.name, after),
+        )
+        print_json({**action, "before": before_json, "after": after_json})
+    else:
+        print(f"budget {args.name!r}: {summary}")
+        print(_snapshot_text(args.name, after, where(args)))
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    _require_confirmation(args)
+    # Read, ask (with no connection held open while a person thinks), then act.
+    before = anyio.run(_load, args)
+    spent = ", ".join(f"{dim} {value:,}" for dim, value in before.spent.items())
+    _confirm(args, f"reset budget {args.name!r} (spent: {spent}) to 0?")
+    after = anyio.run(_reset, args)
+    _print_change(args, f"spent reset to 0 (was {spent})", before, after, action="reset")
+    return EXIT_OK
+
+
+async def _reset(args: argparse.Namespace) -> Snapshot:
+    async with open_redis(args.redis, args.prefix) as store:
+        budget = await existing(store, args)
+        await budget.reset()
+        return await budget.snapshot()
+
+
+def _new_limits(args: argparse.Namespace, limits: Mapping[str, Limit]) -> dict[str, Limit]:
+    """*limits* with DIM's limit (and --warn / --headroom) replaced."""
+    dim = args.dim
+    if dim not in limits:
+        raise BadUsage(f"budget {args.name!r} has no dimension {dim!r}; it has {', '.join(limits)}")
+    old = limits[dim]
+    value = amount(args.value, "VALUE", dim)
+    if args.warn is None:
+        warn = old.warn
+    elif args.warn.strip().lower() == "none":
+        warn = None
+    else:
+        warn = amount(args.warn, "--warn", dim)
+    headroom = old.headroom if args.headroom is None else amount(args.headroom, "--headroom", dim)
+    # The old warn level and headroom are kept, unless the new limit is below them.
+    for option, level, given in (
+        ("--warn", warn, args.warn),
+        ("--headroom", headroom, args.headroom),
+    ):
+        if level is not None and level > value:
+            hint = f": pass {option}" + (" (or --warn none)" if option == "--warn" else "")
+            kept = " (kept from the old limit)" if given is None else ""
+            raise BadUsage(f"{option[2:]} {level:,}{kept} is above the new limit {value:,}{hint}")
+    return {**limits, dim: Limit(value, warn=warn, headroom=headroom)}
+
+
+def cmd_set_limit(args: argparse.Namespace) -> int:
+    amount(args.value, "VALUE", args.dim)  # a bad value is a usage error, found before I/O
+    _require_confirmation(args)
+    before = anyio.run(_load, args)
+    new = _new_limits(args, before.limits)[args.dim]
+    old = before.limits[args.dim]
+    _confirm(
+        args,
+        f"set the {args.dim} limit of budget {args.name!r} from {old.limit:,} to {new.limit:,}?",
+    )
+    after = anyio.run(_set_limit, args)
+    summary = f"{args.dim} limit {old.limit:,} -> {new.limit:,}"
+    _print_change(args, summary, before, after, action="set-limit", dim=args.dim)
+    return EXIT_OK
+
+
+async def _set_limit(args: argparse.Namespace) -> Snapshot:
+    async with open_redis(args.redis, args.prefix) as store:
+        budget = await existing(store, args)
+        # Re-read: only DIM changes, whatever happened to the others since we asked.
+        current = (await budget.snapshot()).limits
+        await budget.set_limits(_new_limits(args, current))
+        return await budget.snapshot()
