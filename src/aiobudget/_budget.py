@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Union, final
 
@@ -154,6 +155,7 @@ class Budget:
         use_headroom: bool = False,
         request_limit: Amounts | None = None,
         on_unrecorded: OnUnrecorded = "refund",
+        ttl: float | None = None,
         **dims: int,
     ) -> Reservation:
         """A reservation of *amounts*, made when entered: ``async with budget.reserve(...)``.
@@ -162,6 +164,12 @@ class Budget:
         once. With *timeout* (seconds, ``math.inf`` allowed) it waits, first come first
         served, for live reservations to settle, and still fails at once when spent
         alone makes it impossible. Bad amounts raise here, before anything changes.
+
+        With *ttl* (seconds, finite, > 0) the store refunds the reservation by itself if
+        it is still open that long after it was granted (``await r.extend()`` renews it);
+        closing it later raises `ReservationClosed` and changes nothing. `RedisStore`
+        uses it as the lease's time to live; `MemoryStore` refunds it at the next
+        operation past the deadline, by the store's clock.
         """
         vector = self._account.vector(dims) if amounts is None else self._vector(amounts, dims)
         if timeout is not None and (
@@ -170,6 +178,8 @@ class Budget:
             raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
         if on_unrecorded != "refund" and on_unrecorded != "charge":  # noqa: PLR1714 - hot path
             raise ValueError(f"on_unrecorded must be 'refund' or 'charge', not {on_unrecorded!r}")
+        if ttl is not None:
+            _check_ttl(ttl)
         caps = None
         if request_limit is not None:
             caps = self._caps(request_limit)
@@ -186,7 +196,40 @@ class Budget:
                 raise RequestLimitExceeded(
                     dim=self.dims[i], requested=vector[i], limit=caps[i], budget=self.name
                 )
-        return Reservation(self, vector, timeout, use_headroom, caps, on_unrecorded)
+        return Reservation(self, vector, timeout, use_headroom, caps, on_unrecorded, ttl)
+
+    async def acquire(
+        self,
+        amounts: Amounts | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        use_headroom: bool = False,
+        request_limit: Amounts | None = None,
+        on_unrecorded: OnUnrecorded = "refund",
+        ttl: float | None = None,
+        **dims: int,
+    ) -> Reservation:
+        """An entered `Reservation`, for work whose start and end are two separate calls.
+
+        Takes what `reserve` takes and raises as entering ``async with budget.reserve(...)``
+        does (`BudgetExhausted` with its details, `RequestLimitExceeded`). Close it with
+        ``await r.commit()`` (settles what was recorded, per *on_unrecorded*) or ``await
+        r.release()`` (charges nothing). It is the way for integrations whose framework
+        calls a "before" and an "after" hook: acquire in the first, record and commit in
+        the second. Give a *ttl* when the "after" may never come (a framework that fires
+        no callback for an abandoned stream): the store then refunds it by itself.
+        """
+        reservation = self.reserve(
+            amounts,
+            timeout=timeout,
+            use_headroom=use_headroom,
+            request_limit=request_limit,
+            on_unrecorded=on_unrecorded,
+            ttl=ttl,
+            **dims,
+        )
+        return await reservation.__aenter__()
 
     async def try_reserve(
         self,
@@ -197,12 +240,14 @@ class Budget:
         use_headroom: bool = False,
         request_limit: Amounts | None = None,
         on_unrecorded: OnUnrecorded = "refund",
+        ttl: float | None = None,
         **dims: int,
     ) -> Reservation | None:
         """An entered `Reservation`, or ``None`` when it does not fit.
 
         Close it with ``async with reservation:``, ``await reservation.commit()`` or
-        ``await reservation.release()``.
+        ``await reservation.release()``. (`acquire` raises with the denial's details
+        instead of returning ``None``.)
         """
         reservation = self.reserve(
             amounts,
@@ -210,6 +255,7 @@ class Budget:
             use_headroom=use_headroom,
             request_limit=request_limit,
             on_unrecorded=on_unrecorded,
+            ttl=ttl,
             **dims,
         )
         if await reservation._enter():
@@ -373,3 +419,11 @@ class Budget:
                 _log.logger.error(
                     _log.CALLBACK_FAILED, budget=crossing.budget, crossing=event, error=repr(exc)
                 )
+
+
+def _check_ttl(ttl: object) -> None:
+    """A reservation's ttl is a finite number of seconds above 0."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise TypeError(f"ttl must be a number of seconds (int or float), not {ttl!r}")
+    if not 0 < ttl < math.inf:
+        raise ValueError(f"ttl must be a finite number of seconds above 0, not {ttl!r}")

@@ -47,7 +47,13 @@ class Reservation:
     exception or cancellation     charge recorded, refund rest     refund all
     ``await r.commit()`` earlier  as "normally", at that moment    as "normally"
     garbage-collected unexited    refund all, `ResourceWarning`    refund all, warning
+    still open past its ``ttl``   refunded by the store; a later   the same
+                                  close raises `ReservationClosed`
     ============================  ===============================  ======================
+
+    `Budget.acquire` (and `Budget.try_reserve`) hand out reservations already entered,
+    for work whose start and end are separate calls: close them with `commit` or
+    `release`.
     """
 
     __slots__ = (
@@ -60,6 +66,7 @@ class Reservation:
         "_request_limit",
         "_state",
         "_timeout",
+        "_ttl",
         "_use_headroom",
         "over_request_limit",
         "verdict",
@@ -73,8 +80,10 @@ class Reservation:
         use_headroom: bool,
         request_limit: tuple[int, ...] | None,
         on_unrecorded: OnUnrecorded,
+        ttl: float | None = None,
     ) -> None:
         self._budget = budget
+        self._ttl = ttl
         self._amounts = amounts
         self._timeout = timeout
         self._use_headroom = use_headroom
@@ -130,7 +139,12 @@ class Reservation:
         budget = self._budget
         local = budget._local
         if local is not None:
-            result = local.reserve_nowait(self._amounts, use_headroom=self._use_headroom)
+            if self._ttl is None:
+                result = local.reserve_nowait(self._amounts, use_headroom=self._use_headroom)
+            else:
+                result = local.reserve_nowait(
+                    self._amounts, use_headroom=self._use_headroom, ttl=self._ttl
+                )
             if (
                 self._timeout is not None
                 and self._timeout > 0
@@ -140,9 +154,13 @@ class Reservation:
                 result = await self._wait(budget)
         elif self._timeout is not None:
             result = await self._wait(budget)
-        else:
+        elif self._ttl is None:
             result = await budget._account.reserve(
                 self._amounts, use_headroom=self._use_headroom, timeout=None
+            )
+        else:
+            result = await budget._account.reserve(
+                self._amounts, use_headroom=self._use_headroom, timeout=None, ttl=self._ttl
             )
         if isinstance(result, Denial):
             self._accept(result)
@@ -180,15 +198,24 @@ class Reservation:
             _log.logger.debug(
                 _log.WAITING, budget=budget.name, amounts=self.amounts, timeout=self._timeout
             )
+        if self._ttl is None:
+            return await budget._account.reserve(
+                self._amounts, use_headroom=self._use_headroom, timeout=self._timeout
+            )
         return await budget._account.reserve(
-            self._amounts, use_headroom=self._use_headroom, timeout=self._timeout
+            self._amounts, use_headroom=self._use_headroom, timeout=self._timeout, ttl=self._ttl
         )
 
     async def __aenter__(self) -> Reservation:
         if self._state == _HELD:  # entered already (try_reserve): the block closes it
             return self
         local = self._budget._local
-        if local is not None and self._timeout is None and self._state == _NEW:
+        if (
+            local is not None
+            and self._timeout is None
+            and self._ttl is None
+            and self._state == _NEW
+        ):
             # The common case, inlined: an in-memory reservation that does not wait.
             result = local.reserve_nowait(self._amounts, use_headroom=self._use_headroom)
             if isinstance(result, Denial):
@@ -263,11 +290,12 @@ class Reservation:
         return self.verdict
 
     async def extend(self, ttl: float | None = None) -> None:
-        """Keep the reservation alive for *ttl* more seconds (the store's lease time by
-        default). Only stores whose reservations expire (Redis) need it."""
+        """Keep the reservation alive for *ttl* more seconds (by default its own ``ttl``,
+        else the store's lease time). Only reservations that expire need it: Redis leases,
+        and reservations made with a ``ttl``."""
         if self._state != _HELD or self._held is None:
             raise ReservationClosed("this reservation is not holding budget")
-        await self._budget._account.extend(self._held, ttl)
+        await self._budget._account.extend(self._held, self._ttl if ttl is None else ttl)
 
     async def _close(self, *, failed: bool, reason: str | None = None) -> None:
         """Settle or release, exactly once, shielded from cancellation."""
@@ -338,6 +366,8 @@ class Reservation:
         self._state = _CLOSED
         self._budget._account.abandon(self._held)
         _log.logger.warning(_log.ABANDONED, budget=self._budget.name, reserved=self.amounts)
+        if self._ttl is not None:
+            return  # a ttl says it may be left unclosed: refunded and logged, no warning
         warnings.warn(
             f"{self!r} was garbage-collected while holding budget; it was refunded. "
             "Use 'async with budget.reserve(...)' or await commit()/release().",

@@ -56,12 +56,21 @@ class Account(Protocol):
         ...
 
     async def reserve(
-        self, amounts: tuple[int, ...], *, use_headroom: bool, timeout: float | None
+        self,
+        amounts: tuple[int, ...],
+        *,
+        use_headroom: bool,
+        timeout: float | None,
+        ttl: float | None = None,
     ) -> Held | Denial:
         """Hold *amounts*, or say why not.
 
         With a *timeout* (seconds, ``math.inf`` allowed), wait first come first served
         for budget to be freed; return a `Denial` at once when waiting cannot help.
+        With a *ttl* (seconds), the store gives the reservation back by itself that long
+        after granting it unless it was closed (or extended) before; a later settle or
+        release raises `ReservationClosed`. `aiobudget.Budget` passes *ttl* only when the
+        caller asked for one, so a store without expiry may leave the keyword out.
         """
         ...
 
@@ -107,7 +116,9 @@ class Account(Protocol):
 class LocalAccount(Account, Protocol):
     """An `Account` that needs no I/O and so also works without awaiting."""
 
-    def reserve_nowait(self, amounts: tuple[int, ...], *, use_headroom: bool) -> Held | Denial:
+    def reserve_nowait(
+        self, amounts: tuple[int, ...], *, use_headroom: bool, ttl: float | None = None
+    ) -> Held | Denial:
         """`Account.reserve` without waiting."""
         ...
 

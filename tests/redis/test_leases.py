@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from aiobudget import Budget, ReservationClosed
+from aiobudget import Budget, BudgetExhausted, ReservationClosed
 from aiobudget.stores._redis_account import RedisHeld
 from aiobudget.stores.redis import RedisStore
 
@@ -142,3 +142,61 @@ class TestClosing:
         with pytest.warns(ResourceWarning):
             del reservation  # the last reference: collected at once
         assert ({"calls": 0}, {"calls": 0}) == await counters(budget)
+
+
+class TestReservationTtl:
+    async def test_a_ttl_shorter_than_lease_ttl_expires_first(self, store: RedisStore) -> None:
+        """``ttl=`` is the lease's time to live: an unclosed reservation comes back after
+        it, although the store's leases live 60 s; a late commit is refused."""
+        budget = Budget({"calls": 5}, name="b", store=store)
+        r = await budget.acquire(calls=4, ttl=TTL)
+        r.record(calls=4)
+        assert ({"calls": 0}, {"calls": 4}) == await counters(budget)
+        await asyncio.sleep(PAST)
+        assert ({"calls": 0}, {"calls": 0}) == await counters(budget)
+        with pytest.raises(ReservationClosed):  # "unknown": reclaimed by the snapshot
+            await r.commit()
+        assert ({"calls": 0}, {"calls": 0}) == await counters(budget)
+
+    async def test_extend_renews_by_the_reservations_own_ttl(self, store: RedisStore) -> None:
+        """extend() without seconds renews by the reservation's ttl, not lease_ttl."""
+        budget = Budget({"calls": 5}, name="b", store=store)
+        r = await budget.acquire(calls=2, ttl=TTL)
+        await r.extend()
+        await asyncio.sleep(PAST)
+        with pytest.raises(ReservationClosed):
+            await r.release()
+        assert ({"calls": 0}, {"calls": 0}) == await counters(budget)
+
+    async def test_a_waiting_reservation_takes_its_ttl(self, store: RedisStore) -> None:
+        """A reservation granted after waiting gets the ttl asked for too."""
+        budget = Budget({"calls": 5}, name="b", store=store)
+        holder = await budget.acquire(calls=5)
+        waiting = asyncio.ensure_future(budget.acquire(calls=3, timeout=5, ttl=TTL))
+        await asyncio.sleep(0.05)
+        await holder.release()
+        r = await waiting
+        assert ({"calls": 0}, {"calls": 3}) == await counters(budget)
+        await asyncio.sleep(PAST)
+        assert ({"calls": 0}, {"calls": 0}) == await counters(budget)
+        with pytest.raises(ReservationClosed):
+            await r.commit()
+
+
+class TestAcquire:
+    async def test_acquire_commit_and_denial(self, store: RedisStore) -> None:
+        """acquire() returns a held lease, commit() settles it, and a denial raises
+        BudgetExhausted with its details, as in memory."""
+        budget = Budget({"calls": 5}, name="b", store=store)
+        r = await budget.acquire(calls=4)
+        assert ({"calls": 0}, {"calls": 4}) == await counters(budget)
+        with pytest.raises(BudgetExhausted) as caught:
+            await budget.acquire(calls=2)
+        assert ("calls", 2, 1) == (
+            caught.value.dim,
+            caught.value.requested,
+            caught.value.remaining,
+        )
+        r.record(calls=3)
+        await r.commit()
+        assert ({"calls": 3}, {"calls": 0}) == await counters(budget)

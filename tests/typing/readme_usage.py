@@ -147,6 +147,11 @@ async def try_commit_release() -> None:
     if third is not None:
         async with third:  # an entered reservation closes like any other
             third.record(tokens=5)
+    acquired: Reservation = await budget.acquire(tokens=10, calls=1, ttl=60.0)
+    acquired.record(Usage(input_tokens=3, output_tokens=4, calls=1))
+    await acquired.commit()
+    async with budget.reserve(tokens=10, ttl=30):
+        pass
 
 
 # -- direct operations, snapshots, hierarchy ---------------------------------------------

@@ -3,13 +3,21 @@
 The lock is a `threading.Lock` that guards only synchronous kernel calls and is never
 held across an await, so one store is safe from many tasks, many threads and several
 event loops at once, and never blocks an event loop for longer than an O(dims) update.
+
+A reservation made with a *ttl* is refunded once the store's clock passes its deadline,
+lazily: by the next operation on any budget of the store (a heap of deadlines, so
+O(log n) per expired reservation; no background task). Settling or releasing it after
+that raises `ReservationClosed` and changes nothing, as with Redis leases.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import threading
-from typing import TYPE_CHECKING, final
+import time
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
 
@@ -18,11 +26,13 @@ from .._waiters import Waiter, WaitQueue
 from ..kernel import Chain, Denial, Lease, Ledger, Limit, Outcome, Snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from ..protocols import Account, Held
 
 __all__ = ["MemoryAccount", "MemoryStore"]
+
+_REMEMBER: Final = 1024  # expired reservations remembered, to say "expired" when closed late
 
 
 @final
@@ -31,11 +41,33 @@ class MemoryStore:
 
     Budgets opened with the same name (under the same parent) share their counters, as
     they would in Redis; an unnamed budget is private to its `Budget` object.
+
+    *clock* returns the time in POSIX seconds (`time.time` by default); it decides when a
+    reservation made with a ``ttl`` expires. Inject one to test expiry without sleeping.
     """
 
-    __slots__ = ("_lock", "_named", "_orphans")
+    __slots__ = (
+        "_clock",
+        "_deadlines",
+        "_expired",
+        "_expiries",
+        "_lock",
+        "_named",
+        "_orphans",
+        "_sequence",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a callable returning POSIX seconds, not {clock!r}")
+        self._clock: Callable[[], float] = time.time if clock is None else clock
+        # Reservations with a ttl: their deadline, and a heap of (deadline, n, lease,
+        # queue) whose entries go stale when a lease closes or is extended (skipped, and
+        # compacted away once they outnumber the live ones).
+        self._deadlines: dict[Lease, float] = {}
+        self._expiries: list[tuple[float, int, Lease, WaitQueue]] = []
+        self._expired: dict[Lease, None] = {}
+        self._sequence = itertools.count()
         self._lock = threading.Lock()
         self._named: dict[tuple[int, str], tuple[Ledger, Chain, WaitQueue]] = {}
         # Reservations garbage-collected while the lock was held, refunded at the next
@@ -44,6 +76,51 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"<MemoryStore budgets={len(self._named)}>"
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock (POSIX seconds) that times reservations' ``ttl``."""
+        return self._clock
+
+    # -- reservations with a ttl (all under the lock) ---------------------------------
+
+    def _expire(self) -> None:
+        """Refund every reservation whose deadline has passed and hand it to waiters."""
+        heap = self._expiries
+        if not heap or heap[0][0] > (now := self._clock()):
+            return
+        deadlines = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, _, lease, queue = heapq.heappop(heap)
+            if deadlines.get(lease) != deadline:
+                continue  # closed or extended since: a stale entry
+            del deadlines[lease]
+            if lease.open:
+                lease.release()
+                queue.grant()
+                self._expired[lease] = None
+                if len(self._expired) > _REMEMBER:
+                    del self._expired[next(iter(self._expired))]
+
+    def _time_out(self, lease: Lease, ttl: float, queue: WaitQueue) -> None:
+        """Give *lease* a deadline *ttl* seconds from now (replacing any earlier one)."""
+        deadline = self._clock() + ttl
+        self._deadlines[lease] = deadline
+        heap = self._expiries
+        heapq.heappush(heap, (deadline, next(self._sequence), lease, queue))
+        if len(heap) > 2 * len(self._deadlines) + 64:
+            deadlines = self._deadlines
+            heap[:] = [entry for entry in heap if deadlines.get(entry[2]) == entry[0]]
+            heapq.heapify(heap)
+
+    def _closing(self, lease: Lease) -> None:
+        """Before *lease* is settled or released: expire what is due, then forget its
+        deadline, or refuse it if it expired."""
+        self._expire()
+        if self._deadlines.pop(lease, None) is None and lease in self._expired:
+            raise ReservationClosed(
+                "this reservation expired (its ttl passed) and was refunded; nothing was changed"
+            )
 
     def open(
         self,
@@ -138,17 +215,27 @@ class MemoryAccount:
         level = chain.ledgers.index(blocker)
         return _queued(chain, level, amounts)
 
-    def reserve_nowait(self, amounts: tuple[int, ...], *, use_headroom: bool) -> Lease | Denial:
-        """Reserve without waiting."""
+    def reserve_nowait(
+        self, amounts: tuple[int, ...], *, use_headroom: bool, ttl: float | None = None
+    ) -> Lease | Denial:
+        """Reserve without waiting; with *ttl*, refunded *ttl* seconds from now unless
+        closed before."""
         with self._lock:
             if self._store._orphans:
                 self._drain_orphans()
-            return self._try(amounts, use_headroom)
+            if self._store._deadlines:
+                self._store._expire()
+            result = self._try(amounts, use_headroom)
+            if ttl is not None and type(result) is Lease:
+                self._store._time_out(result, ttl, self._queue)
+            return result
 
     def settle_nowait(self, held: Held, actual: tuple[int, ...]) -> Outcome:
         """Settle *held* with *actual*, and hand what it freed to waiters."""
         lease = held if type(held) is Lease else _lease(held)
         with self._lock:
+            if self._store._deadlines or self._store._expired:
+                self._store._closing(lease)
             outcome = lease.settle(actual)
             if self._queue._queue:
                 _wake(self._queue)
@@ -157,6 +244,8 @@ class MemoryAccount:
     def release_nowait(self, held: Held) -> Outcome:
         """Give *held* back, and hand it to waiters."""
         with self._lock:
+            if self._store._deadlines or self._store._expired:
+                self._store._closing(_lease(held))
             outcome = _lease(held).release()
             if self._queue:
                 self._queue.grant()  # a refund rules nobody out: no impossibility scan
@@ -179,14 +268,24 @@ class MemoryAccount:
     # -- Account -----------------------------------------------------------------------
 
     async def reserve(
-        self, amounts: tuple[int, ...], *, use_headroom: bool, timeout: float | None
+        self,
+        amounts: tuple[int, ...],
+        *,
+        use_headroom: bool,
+        timeout: float | None,
+        ttl: float | None = None,
     ) -> Lease | Denial:
-        """Reserve, waiting up to *timeout* seconds (first come, first served)."""
+        """Reserve, waiting up to *timeout* seconds (first come, first served); with
+        *ttl*, refunded *ttl* seconds after it was granted unless closed before."""
         with self._lock:
             if self._store._orphans:
                 self._drain_orphans()
+            if self._store._deadlines:
+                self._store._expire()
             result = self._try(amounts, use_headroom)
             if isinstance(result, Lease) or timeout is None or timeout <= 0 or result.impossible:
+                if ttl is not None and isinstance(result, Lease):
+                    self._store._time_out(result, ttl, self._queue)
                 return result
             waiter = Waiter(self._chain, amounts, use_headroom)
             self._queue.push(waiter, self._chain.ledgers[result.level])
@@ -205,7 +304,11 @@ class MemoryAccount:
                 self._queue.grant()  # pass it on
             raise
         with self._lock:
+            if waiter.lease is None and waiter.denial is None and self._store._deadlines:
+                self._store._expire()  # timed out: an expired reservation may free budget
             if waiter.lease is not None:
+                if ttl is not None:
+                    self._store._time_out(waiter.lease, ttl, self._queue)
                 return waiter.lease
             if waiter.denial is not None:
                 return waiter.denial
@@ -214,6 +317,8 @@ class MemoryAccount:
             self._queue.remove(waiter)
             result = self._try(amounts, use_headroom)
             self._queue.grant()
+            if ttl is not None and isinstance(result, Lease):
+                self._store._time_out(result, ttl, self._queue)
             return result
 
     async def settle(self, held: Held, actual: tuple[int, ...]) -> Outcome:
@@ -225,14 +330,31 @@ class MemoryAccount:
         return self.release_nowait(held)
 
     async def extend(self, held: Held, ttl: float | None) -> None:
-        """Memory reservations never expire; only checks that *held* is still open."""
+        """Move the deadline of a reservation made with a ttl to *ttl* seconds from now.
+
+        A reservation made without a ttl never expires: this only checks it is still
+        open. ``ttl=None`` keeps an expiring reservation's deadline where it is.
+        """
+        lease = _lease(held)
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf
+        ):
+            raise ValueError(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
+        store = self._store
         with self._lock:
-            if not _lease(held).open:
+            store._expire()
+            if not lease.open:
+                if lease in store._expired:
+                    raise ReservationClosed("this reservation expired (its ttl passed)")
                 raise ReservationClosed("this reservation was already settled or released")
+            if ttl is not None and lease in store._deadlines:
+                store._time_out(lease, ttl, self._queue)
 
     async def charge(self, amounts: tuple[int, ...], *, strict: bool) -> Outcome:
         """Add *amounts* to ``spent`` (see `aiobudget.kernel.Chain.charge`)."""
         with self._lock:
+            if self._store._deadlines:
+                self._store._expire()
             outcome = self._chain.charge(amounts, strict=strict)
             _wake(self._queue)  # waiting may have become useless
             return outcome
@@ -240,11 +362,15 @@ class MemoryAccount:
     async def snapshot(self) -> Snapshot:
         """The budget's own counters."""
         with self._lock:
+            if self._store._deadlines:
+                self._store._expire()
             return self._chain.leaf.snapshot()
 
     async def reset(self) -> Outcome:
         """A new period: ``spent`` goes to 0."""
         with self._lock:
+            if self._store._deadlines:
+                self._store._expire()
             outcome = self._chain.leaf.reset()
             self._queue.grant()
             return outcome
@@ -252,6 +378,8 @@ class MemoryAccount:
     async def set_limits(self, limits: Mapping[str, Limit]) -> Outcome:
         """New limits for the same dimensions."""
         with self._lock:
+            if self._store._deadlines:
+                self._store._expire()
             outcome = self._chain.leaf.set_limits(limits)
             _wake(self._queue)
             return outcome
