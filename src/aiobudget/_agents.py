@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, final
@@ -148,16 +149,22 @@ class Options:
         check_amount(self.calls, "calls")
         if self.tool_calls is not None:
             check_dim(self.tool_calls)
-        for name in ("timeout", "ttl"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0
-            ):
-                raise ValueError(f"{name} must be a non-negative number of seconds, not {value!r}")
+        if self.timeout is not None and not _seconds(self.timeout, positive=False):
+            raise ValueError(
+                f"timeout must be a non-negative number of seconds, not {self.timeout!r}"
+            )
+        if self.ttl is not None and not (_seconds(self.ttl, positive=True) and self.ttl < math.inf):
+            raise ValueError(f"ttl must be a finite, positive number of seconds, not {self.ttl!r}")
         if self.on_unrecorded not in ("refund", "charge"):
             raise ValueError(
                 f"on_unrecorded must be 'refund' or 'charge', not {self.on_unrecorded!r}"
             )
+
+
+def _seconds(value: object, *, positive: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value > 0 if positive else value >= 0
 
 
 def _cost_micros(cost: object) -> int:
@@ -271,29 +278,21 @@ class Meter:
         if dim is None:
             return
         budget = await self.budget(context)
-        held = await hold(budget, {dim: 1}, self.options, ttl=None)
+        held = await hold(budget, {dim: 1}, self.options, ttl=False)
         held.record({dim: 1})
         with anyio.CancelScope(shield=True):
             await held.commit()
 
 
-_UNSET: Final[Any] = object()
-
-
 async def hold(
-    budget: Budget,
-    amounts: Usage | Mapping[str, int],
-    options: Options,
-    *,
-    ttl: float | None = _UNSET,
+    budget: Budget, amounts: Usage | Mapping[str, int], options: Options, *, ttl: bool = True
 ) -> Reservation:
-    """Reserve *amounts*: an entered reservation, closed by ``commit``/``release``.
-
-    The one place the adapters enter a reservation.
-    """
-    reservation = budget.reserve(
-        amounts, timeout=options.timeout, on_unrecorded=options.on_unrecorded
+    """Reserve *amounts*: an entered reservation, closed by ``commit``/``release``; the
+    one place the adapters enter a reservation. With *ttl* (and ``options.ttl``), the
+    store refunds it by itself if it is still open after that many seconds."""
+    return await budget.acquire(
+        amounts,
+        timeout=options.timeout,
+        on_unrecorded=options.on_unrecorded,
+        ttl=options.ttl if ttl else None,
     )
-    del ttl  # a store-side time to live needs Budget.acquire(..., ttl=)
-    await reservation.__aenter__()
-    return reservation

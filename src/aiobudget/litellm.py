@@ -46,6 +46,7 @@ DEFAULT_TTL: Final = 600.0
 """Seconds after which a call whose end LiteLLM never reported is refunded."""
 
 _CALL_ID: Final = "litellm_call_id"
+_now = time.monotonic  # when a call started, to forget those never reported
 
 
 def _get(obj: object, name: str) -> Any:
@@ -82,6 +83,9 @@ class BudgetLogger(CustomLogger):
         super().__init__()
         self._meter = Meter(budget, Options(**options))
         self._held: dict[str, tuple[Reservation, float]] = {}
+        # LiteLLM keeps one logger per class and public scalar attributes, and drops the
+        # others silently: this id keeps a second BudgetLogger from being dropped.
+        self.instance_id = uuid.uuid4().hex
 
     def __repr__(self) -> str:
         return f"BudgetLogger({self._meter!r})"
@@ -101,7 +105,7 @@ class BudgetLogger(CustomLogger):
             context=kwargs,
         )
         held = await self._meter.before(call)
-        self._held[str(call_id)] = (held, time.monotonic())
+        self._held[str(call_id)] = (held, _now())
 
     async def _expire(self) -> None:
         """Forget the calls whose end never came within the time to live (the store
@@ -109,7 +113,7 @@ class BudgetLogger(CustomLogger):
         ttl = self._meter.options.ttl
         if ttl is None:
             return
-        now = time.monotonic()
+        now = _now()
         for call_id, (held, started) in list(self._held.items()):
             if now - started >= ttl:
                 del self._held[call_id]

@@ -180,9 +180,7 @@ class TestStream:
         assert "hello there" == result.final_output
         assert ({TOKENS: 15, CALLS: 1}, {TOKENS: 0, CALLS: 0}) == await state(budget)
 
-    @pytest.mark.parametrize(
-        ("on_unrecorded", "charged"), [("refund", False), ("charge", True)]
-    )
+    @pytest.mark.parametrize(("on_unrecorded", "charged"), [("refund", False), ("charge", True)])
     async def test_an_abandoned_stream_is_settled(self, on_unrecorded: str, charged: bool) -> None:
         """A stream cancelled before ``response.completed`` (which alone carries usage)
         releases its reservation, or charges it with on_unrecorded="charge"."""
@@ -191,8 +189,16 @@ class TestStream:
 
         async def events(call: ModelCall) -> AsyncIterator[Any]:
             async for event in ScriptedModel([answer("never finished")]).stream_response(
-                None, "hi", call.model_settings, [], None, [], call.tracing,
-                previous_response_id=None, conversation_id=None, prompt=None,
+                None,
+                "hi",
+                call.model_settings,
+                [],
+                None,
+                [],
+                call.tracing,
+                previous_response_id=None,
+                conversation_id=None,
+                prompt=None,
             ):
                 if event.type == "response.completed":
                     await forever.wait()  # the stream stalls before its usage
