@@ -31,11 +31,7 @@ from aiobudget.litellm import BudgetLogger
 
 from ._helpers import state
 
-pytestmark = [
-    pytest.mark.anyio,
-    # LiteLLM's own types, as pydantic builds them: not ours to fix.
-    pytest.mark.filterwarnings("ignore:.*ReadOnly. qualifier:UserWarning"),
-]
+pytestmark = pytest.mark.anyio
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 PRICING = Pricing("1", "2")
