@@ -7,6 +7,9 @@ is an HTML comment, which MkDocs passes through without showing it:
   with uvloop and on trio.
 - ``<!-- runnable: fastapi, httpx -->``: it also imports these packages; without them
   it is skipped. It runs on asyncio.
+- ``<!-- runnable: openai -->`` (or ``anthropic``): ``AsyncOpenAI()`` and
+  ``AsyncAnthropic()`` built in the block answer from a mock of the provider's HTTP API
+  with fixed usage (``tests/integrations/_llm_api.py``). It runs on asyncio.
 - ``<!-- runnable: redis -->``: it needs a running Redis (the ``redis_url`` fixture).
   ``redis://localhost:6379/0`` in the block means the test's Redis, and every
   `RedisStore` it builds gets a key prefix of the test's own, deleted afterwards. It
@@ -191,6 +194,11 @@ def test_block_runs(
             url = request.getfixturevalue("redis_url")
             _prefix_redis_keys(monkeypatch, request.getfixturevalue("redis_prefix"))
             source = source.replace(LOCAL_REDIS, url)
+        elif name in ("openai", "anthropic"):
+            # The SDK's client is built as a user would; its HTTP goes to a mock API.
+            from tests.integrations._llm_api import AutoAPI, patch_clients
+
+            patch_clients(monkeypatch, AutoAPI())
         else:
             pytest.importorskip(name)
     code = _compile(block, source)

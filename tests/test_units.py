@@ -296,7 +296,9 @@ class TestFromAnthropic:
             "cache_read_input_tokens": 1000,
             "cache_creation_input_tokens": 200,
         }
-        expected = Usage(input_tokens=1300, output_tokens=50)
+        expected = Usage(
+            input_tokens=1300, output_tokens=50, cache_read_tokens=1000, cache_write_tokens=200
+        )
         assert expected == Usage.from_anthropic({"usage": usage})
         assert expected == Usage.from_anthropic(SimpleNamespace(usage=SimpleNamespace(**usage)))
         assert expected == Usage.from_anthropic(usage)
@@ -317,7 +319,7 @@ class TestFromAnthropic:
     def test_input_total_saturates(self) -> None:
         """The input total saturates at 2**63 - 1."""
         usage = {"input_tokens": MAX_AMOUNT, "cache_read_input_tokens": 1}
-        assert Usage(input_tokens=MAX_AMOUNT) == Usage.from_anthropic(usage)
+        assert Usage(input_tokens=MAX_AMOUNT, cache_read_tokens=1) == Usage.from_anthropic(usage)
 
 
 class TestPricing:

@@ -20,6 +20,7 @@ from ._errors import LimitsMismatch as LimitsMismatch
 from ._errors import RequestLimitExceeded as RequestLimitExceeded
 from ._errors import ReservationClosed as ReservationClosed
 from ._errors import UnknownDimension as UnknownDimension
+from ._pricing import Pricing as Pricing
 from ._reservation import Reservation as Reservation
 from ._seeds import TokenPool as TokenPool
 from ._seeds import TokenReservation as TokenReservation
@@ -30,7 +31,6 @@ from ._units import INPUT_TOKENS as INPUT_TOKENS
 from ._units import MILLIS as MILLIS
 from ._units import OUTPUT_TOKENS as OUTPUT_TOKENS
 from ._units import TOKENS as TOKENS
-from ._units import Pricing as Pricing
 from ._units import Usage as Usage
 from ._units import money as money
 from ._units import usd as usd

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from ._errors import BudgetExhausted
-from ._units import CALLS, COST, TOKENS, Pricing, Usage
+from ._pricing import Pricing
+from ._units import CALLS, COST, TOKENS, Usage
 from .kernel import Limit, Snapshot
 
 if TYPE_CHECKING:

@@ -31,6 +31,8 @@ __all__ = [
     "DENIED",
     "EXHAUSTED",
     "LIMITS_UPDATED",
+    "LLM_ESTIMATE_INCOMPLETE",
+    "LLM_STREAM_WITHOUT_USAGE",
     "OVER_REQUEST_LIMIT",
     "RELEASED",
     "RESERVED",
@@ -75,6 +77,12 @@ BACKEND_RETRY: Final = "budget.backend_retry"
 """A settle or release could not reach the store and is being retried (WARNING)."""
 CALLBACK_FAILED: Final = "budget.callback_failed"
 """An ``on_warn`` or ``on_exhausted`` callback raised (ERROR); accounting was unaffected."""
+LLM_ESTIMATE_INCOMPLETE: Final = "llm.estimate_incomplete"
+"""The default LLM estimate cannot count part of a call's input (WARNING, once per
+``reason``): ``reason``, ``hint``."""
+LLM_STREAM_WITHOUT_USAGE: Final = "llm.stream_without_usage"
+"""An OpenAI chat stream will not report usage, so it can only be charged blind
+(WARNING, before the call)."""
 
 
 class _Logger:

@@ -25,7 +25,6 @@ __all__ = [
     "MILLIS",
     "OUTPUT_TOKENS",
     "TOKENS",
-    "Pricing",
     "Usage",
     "money",
     "usd",
@@ -144,6 +143,18 @@ class Usage:
     of those names, and ``extra`` to dimensions by name. A standard field goes only where
     the budget has a dimension for it (a calls-only budget can record a full `Usage`);
     an ``extra`` name the budget lacks is an `UnknownDimension` error.
+
+    The LLM breakdown says *which* tokens they were, for pricing; each is a part of a
+    total and never counted twice (``tokens`` stays input + output):
+
+    - ``cache_read_tokens`` and ``cache_write_tokens``: input tokens read from, and
+      written to, the provider's prompt cache (both included in ``input_tokens``);
+    - ``cache_write_1h_tokens``: the part of ``cache_write_tokens`` written with a
+      one-hour lifetime (Anthropic bills it above the default five minutes);
+    - ``reasoning_tokens``: the part of ``output_tokens`` spent on hidden reasoning.
+
+    A part larger than its total raises `InvalidAmount`. These fields also go to budget
+    dimensions of the same names, where a budget has them.
     """
 
     input_tokens: int = 0
@@ -151,12 +162,37 @@ class Usage:
     cost_micros: int = 0
     calls: int = 0
     extra: Mapping[str, int] = field(default_factory=_empty)
+    cache_read_tokens: int = field(default=0, kw_only=True)
+    cache_write_tokens: int = field(default=0, kw_only=True)
+    cache_write_1h_tokens: int = field(default=0, kw_only=True)
+    reasoning_tokens: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
         check_amount(self.input_tokens, INPUT_TOKENS)
         check_amount(self.output_tokens, OUTPUT_TOKENS)
         check_amount(self.cost_micros, COST)
         check_amount(self.calls, CALLS)
+        for name in _PARTS:
+            check_amount(getattr(self, name), name)
+        if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
+            raise InvalidAmount(
+                f"cache_read_tokens ({self.cache_read_tokens}) + cache_write_tokens "
+                f"({self.cache_write_tokens}) exceed input_tokens ({self.input_tokens}): "
+                "cache tokens are part of the input, so input_tokens must include them",
+                value=self,
+            )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise InvalidAmount(
+                f"cache_write_1h_tokens ({self.cache_write_1h_tokens}) exceed "
+                f"cache_write_tokens ({self.cache_write_tokens}), which include them",
+                value=self,
+            )
+        if self.reasoning_tokens > self.output_tokens:
+            raise InvalidAmount(
+                f"reasoning_tokens ({self.reasoning_tokens}) exceed output_tokens "
+                f"({self.output_tokens}), which include them",
+                value=self,
+            )
         if not isinstance(self.extra, Mapping):
             raise InvalidAmount(f"extra must be a mapping, not {self.extra!r}", value=self.extra)
         extra = {}
@@ -167,7 +203,7 @@ class Usage:
 
     @property
     def tokens(self) -> int:
-        """``input_tokens + output_tokens``."""
+        """``input_tokens + output_tokens`` (cache and reasoning tokens are inside them)."""
         return _sat(self.input_tokens + self.output_tokens)
 
     def __add__(self, other: Usage) -> Usage:
@@ -182,6 +218,10 @@ class Usage:
             cost_micros=_sat(self.cost_micros + other.cost_micros),
             calls=_sat(self.calls + other.calls),
             extra=extra,
+            cache_read_tokens=_sat(self.cache_read_tokens + other.cache_read_tokens),
+            cache_write_tokens=_sat(self.cache_write_tokens + other.cache_write_tokens),
+            cache_write_1h_tokens=_sat(self.cache_write_1h_tokens + other.cache_write_1h_tokens),
+            reasoning_tokens=_sat(self.reasoning_tokens + other.reasoning_tokens),
         )
 
     def amounts(self, dims: Mapping[str, object] | tuple[str, ...]) -> dict[str, int]:
@@ -189,7 +229,7 @@ class Usage:
         out: dict[str, int] = {}
         if TOKENS in dims:
             out[TOKENS] = self.tokens
-        for name in (INPUT_TOKENS, OUTPUT_TOKENS, COST, CALLS):
+        for name in (INPUT_TOKENS, OUTPUT_TOKENS, COST, CALLS, *_PARTS):
             if name in dims:
                 out[name] = getattr(self, name)
         for name, value in self.extra.items():
@@ -200,42 +240,113 @@ class Usage:
     def from_openai(cls, obj: object) -> Usage:
         """Read an OpenAI-style response, its ``usage``, or a dict of either.
 
-        Takes ``prompt_tokens``/``completion_tokens`` (Chat Completions) or
-        ``input_tokens``/``output_tokens`` (Responses API). Duck-typed: no SDK needed.
+        Chat Completions: ``prompt_tokens`` (cached ones included, as
+        ``prompt_tokens_details.cached_tokens``) and ``completion_tokens`` (reasoning
+        included, as ``completion_tokens_details.reasoning_tokens``). Responses API:
+        ``input_tokens`` / ``output_tokens`` with ``input_tokens_details`` /
+        ``output_tokens_details``. A ``cost`` in the usage (in USD, as OpenRouter
+        reports it) becomes ``cost_micros``. Duck-typed: no SDK needed.
+
+        An Anthropic usage has ``input_tokens`` too, but without its cache tokens; it is
+        recognised (by ``cache_read_input_tokens`` / ``cache_creation_input_tokens``, or
+        a ``"message"`` response) and read with `from_anthropic`, so no reader
+        undercounts it.
         """
         usage = _usage_of(obj)
+        if _looks_anthropic(obj, usage):
+            return cls.from_anthropic(obj)
         prompt = _field(usage, "prompt_tokens")
         completion = _field(usage, "completion_tokens")
+        details_in, details_out = "prompt_tokens_details", "completion_tokens_details"
         if prompt is None and completion is None:
             prompt = _field(usage, "input_tokens")
             completion = _field(usage, "output_tokens")
+            details_in, details_out = "input_tokens_details", "output_tokens_details"
         if prompt is None and completion is None:
             raise _no_usage(obj)
-        return cls(input_tokens=prompt or 0, output_tokens=completion or 0)
+        prompt, completion = prompt or 0, completion or 0
+        cached = _field(_get(usage, details_in), "cached_tokens") or 0
+        reasoning = _field(_get(usage, details_out), "reasoning_tokens") or 0
+        return cls(
+            input_tokens=max(prompt, cached),
+            output_tokens=max(completion, reasoning),
+            cost_micros=_cost(usage),
+            cache_read_tokens=cached,
+            reasoning_tokens=reasoning,
+        )
 
     @classmethod
     def from_anthropic(cls, obj: object) -> Usage:
         """Read an Anthropic-style message, its ``usage``, or a dict of either.
 
-        Cache reads and cache writes (``cache_read_input_tokens``,
-        ``cache_creation_input_tokens``) are input the model processed, so they count as
-        ``input_tokens``.
+        Anthropic reports ``input_tokens`` *without* the cache: cache reads
+        (``cache_read_input_tokens``) and writes (``cache_creation_input_tokens``, split
+        by lifetime in ``cache_creation``) are added to make ``input_tokens`` the whole
+        input, and kept as ``cache_read_tokens``, ``cache_write_tokens`` and
+        ``cache_write_1h_tokens``. Works on stream events' usage too (counts that are
+        ``None`` or absent are 0).
         """
         usage = _usage_of(obj)
         if _field(usage, "input_tokens") is None and _field(usage, "output_tokens") is None:
             raise _no_usage(obj)
-        total_input = _sat(
-            (_field(usage, "input_tokens") or 0)
-            + (_field(usage, "cache_read_input_tokens") or 0)
-            + (_field(usage, "cache_creation_input_tokens") or 0)
+        read = _field(usage, "cache_read_input_tokens") or 0
+        creation = _get(usage, "cache_creation")
+        write_5m = _field(creation, "ephemeral_5m_input_tokens") or 0
+        write_1h = _field(creation, "ephemeral_1h_input_tokens") or 0
+        # The total and its split should agree; if not, the larger never undercounts.
+        write = max(_field(usage, "cache_creation_input_tokens") or 0, _sat(write_5m + write_1h))
+        return cls(
+            input_tokens=_sat((_field(usage, "input_tokens") or 0) + read + write),
+            output_tokens=_field(usage, "output_tokens") or 0,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+            cache_write_1h_tokens=min(write_1h, write),
         )
-        return cls(input_tokens=total_input, output_tokens=_field(usage, "output_tokens") or 0)
+
+
+_PARTS: Final = (
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
+_ANTHROPIC_KEYS: Final = (
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation",
+)
 
 
 def _get(obj: object, name: str) -> object:
+    if obj is None:
+        return None
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
+
+
+def _has(obj: object, name: str) -> bool:
+    if isinstance(obj, Mapping):
+        return name in obj
+    return hasattr(obj, name)
+
+
+def _looks_anthropic(obj: object, usage: object) -> bool:
+    """An Anthropic message or usage: its own cache fields (the SDK has them even when
+    they are ``None``), or a response of type ``"message"``."""
+    if _field(usage, "prompt_tokens") is not None or _has(usage, "input_tokens_details"):
+        return False
+    return any(_has(usage, key) for key in _ANTHROPIC_KEYS) or _get(obj, "type") == "message"
+
+
+def _cost(usage: object) -> int:
+    """A provider-computed ``cost`` (USD) in the usage, as micro-dollars, or 0."""
+    cost = _get(usage, "cost")
+    if cost is None:
+        return 0
+    if isinstance(cost, bool) or not isinstance(cost, int | float | Decimal | str):
+        raise InvalidAmount(f"usage cost {cost!r} is not a number", value=cost)
+    return usd(cost)
 
 
 def _usage_of(obj: object) -> object:
@@ -256,54 +367,3 @@ def _field(usage: object, name: str) -> int | None:
     if value is None:
         return None
     return check_amount(value, name)
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Pricing:
-    """Prices per million tokens, in currency units, turning tokens into ``cost_micros``.
-
-    ``Pricing(input="2.50", output="10")`` is $2.50 per million input tokens and $10 per
-    million output tokens. Prices are exact decimals (at most 1000 decimal places); a
-    cost is computed exactly and rounded up once, at the end, to whole units of
-    ``1/scale`` (micro-units by default).
-    """
-
-    input: Decimal
-    output: Decimal
-    scale: int = MICROS
-
-    def __init__(self, input: MoneyValue, output: MoneyValue, *, scale: int = MICROS) -> None:
-        if type(scale) is not int or not 1 <= scale <= MAX_AMOUNT:
-            raise InvalidAmount(f"scale {scale!r} must be an int in 1 .. 2**63 - 1", value=scale)
-        for name, value in (("input", input), ("output", output)):
-            price = _decimal(value, f"{name} price")
-            if price and price.adjusted() > _MAX_ADJUSTED:
-                raise _too_large(f"{name} price", value)
-            if price and _parts(price)[1] < _MIN_EXPONENT:
-                raise InvalidAmount(
-                    f"{name} price {value!r} has more than {-_MIN_EXPONENT} decimal places",
-                    value=value,
-                )
-            object.__setattr__(self, name, price)
-        object.__setattr__(self, "scale", scale)
-
-    def cost(
-        self, usage: Usage | None = None, *, input_tokens: int = 0, output_tokens: int = 0
-    ) -> int:
-        """The cost of *usage* (or of the token counts given) in units of ``1/scale``."""
-        if usage is not None:
-            input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
-        check_amount(input_tokens, INPUT_TOKENS)
-        check_amount(output_tokens, OUTPUT_TOKENS)
-        (m_in, e_in), (m_out, e_out) = _parts(self.input), _parts(self.output)
-        low = min(e_in, e_out, 0)
-        numerator = (
-            input_tokens * m_in * 10 ** (e_in - low) + output_tokens * m_out * 10 ** (e_out - low)
-        ) * self.scale
-        # price per million tokens: divide by 10**6
-        return _units(_ceil_div(numerator, low - 6), "cost", numerator)
-
-    def priced(self, usage: Usage) -> Usage:
-        """*usage* with its cost (in units of ``1/scale``) added to ``cost_micros``."""
-        return usage + Usage(cost_micros=self.cost(usage))

@@ -1,33 +1,50 @@
 """LLM calls that draw on a budget: reserve an estimate, call, record the reported usage.
 
-    chat = BudgetedLLM(client.chat.completions.create, pricing=Pricing("0.15", "0.60"))
-    reply = await chat(budget, model="gpt-4o-mini", messages=messages, max_tokens=500)
+    chat = BudgetedLLM(client.chat.completions.create, pricing=Pricing.for_model("gpt-4o"))
+    reply = await chat(budget, model="gpt-4o", messages=messages, max_tokens=500)
 
-    stream = await chat(budget, model="gpt-4o-mini", messages=messages, max_tokens=500,
-                        stream=True, stream_options={"include_usage": True})
+    stream = await chat(budget, model="gpt-4o", messages=messages, max_tokens=500,
+                        stream=True)
     async with stream:
         async for chunk in stream:
             ...
 
-Before the call, `BudgetedLLM` reserves an estimate of what it can use: by default the
-prompt's characters / 4 (plus 4 tokens a message) as input tokens and ``max_tokens`` as
-output tokens (`estimate_usage`), one call, and their cost when a `Pricing` is given.
-After it, it records the usage the response reports (`openai_usage`, `anthropic_usage`,
-or your own extractor) and settles: the unused part of the estimate is refunded. It
-wraps any callable returning (an awaitable of) a response or an async iterator of
-chunks; no LLM SDK is needed.
+    helper = BudgetedLLM(client.messages.stream, pricing=Pricing.for_model("claude-sonnet-4-5"))
+    async with await helper(budget, model="claude-sonnet-4-5", messages=messages,
+                            max_tokens=500) as stream:
+        async for text in stream.text_stream:
+            ...
 
-A call that raises is charged nothing. A response that reports no usage is charged the
-whole estimate: the provider billed a call whose size nobody knows, so it counts as big
-as it could have been (and ``budget.unrecorded`` is logged).
+Before the call, `BudgetedLLM` reserves an estimate of what it can use (`estimate_usage`
+by default, or your ``estimate=``), one call, and their cost when a `Pricing` is given.
+After it, it records the usage the response reports (`read_usage` by default: OpenAI
+Chat Completions and Responses, Anthropic Messages, their stream events, cache and
+reasoning tokens included) priced by the `Pricing`, and settles: the unused part of the
+estimate is refunded. A cost the provider already reports (``usage.cost``) is charged
+as reported instead of being priced again. It wraps any callable returning (an
+awaitable of) a response, an async iterator of chunks, or an SDK stream helper's async
+context manager; no LLM SDK is needed.
 
-**Streams** come back as a `BudgetedStream` that passes every chunk through unchanged
-and holds the reservation until the stream ends. Usage reports in a stream are running
+A call that raises is charged nothing (a 429, 500 or 529 is not billed). A response that
+reports no usage is charged the whole estimate: the provider billed a call whose size
+nobody knows, so it counts as big as it could have been (and ``budget.unrecorded`` is
+logged). A result that is no response at all (a sync stream, a sync context manager)
+raises `TypeError` rather than settle blind.
+
+**Streams** come back as a `BudgetedStream` that passes every chunk through unchanged,
+forwards every other attribute to the SDK's stream (``.response``, ``.close()``...) and
+holds the reservation until the stream ends. Usage reports in a stream are running
 totals (OpenAI sends one in the last chunk when asked with ``stream_options=
-{"include_usage": True}``; Anthropic sends input tokens in ``message_start`` and the
-output count so far in each ``message_delta``), so the stream's usage is the greatest
-value reported for each field. Read to the end, it records that usage (or, with no
-report, charges the estimate, as above).
+{"include_usage": True}``, which `BudgetedLLM` adds to an OpenAI SDK chat call that does
+not set it; Anthropic sends input tokens in ``message_start`` and totals in each
+``message_delta``), so the stream's usage is the greatest value reported for each field.
+
+**Stream helpers** (``client.messages.stream``, ``client.chat.completions.stream``,
+``client.responses.stream``) return an async context manager: the call returns a
+`BudgetedStreamManager` that sends the request when entered, yields the SDK's stream
+(wrapped, with every attribute and method of it) and settles when left. It reads the
+usage from the events you iterate, from ``get_final_*()`` results, and from the SDK's
+running snapshot (so ``text_stream`` works too).
 
 A stream *abandoned* before its end (closed early, left by ``break`` in an ``async with``
 block, cancelled while waiting for a chunk, or broken by an error) charges what is known:
@@ -44,29 +61,32 @@ garbage-collected while open is refunded with a ResourceWarning.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+import json
+from collections.abc import AsyncIterable, Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final
 
-import anyio
-
-from ._units import COST, Pricing, Usage
+from . import _log
+from ._llm_streams import BudgetedStream, BudgetedStreamManager, HelperStream
+from ._pricing import Pricing
+from ._units import COST, Usage
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from ._budget import Budget
     from ._reservation import Reservation
 
 __all__ = [
     "BudgetedLLM",
     "BudgetedStream",
+    "BudgetedStreamManager",
     "Estimator",
+    "HelperStream",
     "OnAbandon",
     "UsageExtractor",
     "anthropic_usage",
     "estimate_usage",
     "openai_usage",
+    "read_usage",
 ]
 
 T = TypeVar("T")
@@ -81,8 +101,15 @@ OnAbandon = Literal["known", "reserved"]
 CHARS_PER_TOKEN: Final = 4
 MESSAGE_TOKENS: Final = 4
 """Tokens a chat format adds per message (role, separators): a rough, common figure."""
+IMAGE_TOKENS: Final = 1_600
+"""Input tokens allowed per image: Anthropic's largest image is about 1,600 tokens, and
+OpenAI's high-detail tiling stays below it for the usual sizes."""
 _PROMPT_KEYS: Final = ("messages", "input", "prompt", "system", "instructions")
+_SCHEMA_KEYS: Final = ("tools", "functions", "tool_choice", "response_format", "text")
 _MAX_TOKENS_KEYS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_IMAGE_TYPES: Final = frozenset({"image", "image_url", "input_image"})
+_UNCOUNTED_TYPES: Final = frozenset({"document", "file", "input_file", "input_audio", "audio"})
+_CONTEXT_KEYS: Final = ("previous_response_id", "conversation", "container")
 
 
 # -- reading usage -------------------------------------------------------------------
@@ -108,14 +135,26 @@ def _usage_in(obj: object, *wrappers: str) -> object:
     return None
 
 
+def read_usage(obj: object) -> Usage | None:
+    """The usage of any OpenAI or Anthropic response or stream event, or ``None``.
+
+    Reads ``usage`` (a response, a chunk, a ``message_delta``), ``response.usage``
+    (Responses API events), ``message.usage`` (``message_start``) or ``chunk.usage``
+    (the chat stream helper's events), and tells the two shapes apart (see
+    `Usage.from_openai`), so cache and reasoning tokens are never lost.
+    """
+    usage = _usage_in(obj, "response", "message", "chunk")
+    return None if usage is None else Usage.from_openai(usage)
+
+
 def openai_usage(obj: object) -> Usage | None:
     """The usage of an OpenAI-style response or stream chunk, or ``None``.
 
-    Reads ``usage`` (Chat Completions, and the last chunk of a stream), or
-    ``response.usage`` (the Responses API's ``response.completed`` event), by attribute
-    or key, with `Usage.from_openai`.
+    Reads ``usage`` (Chat Completions, and the last chunk of a stream), ``response.usage``
+    (the Responses API's ``response.completed`` event) or ``chunk.usage`` (the chat
+    stream helper), by attribute or key, with `Usage.from_openai`.
     """
-    usage = _usage_in(obj, "response")
+    usage = _usage_in(obj, "response", "chunk")
     return None if usage is None else Usage.from_openai(usage)
 
 
@@ -131,80 +170,117 @@ def anthropic_usage(obj: object) -> Usage | None:
 
 # -- estimating ------------------------------------------------------------------------
 
+_told: set[str] = set()  # what estimate_usage already logged it leaves out (once each)
 
-def _measure(value: object) -> tuple[int, int]:
-    """Characters of text and number of messages in a prompt argument."""
+
+def _tell_once(reason: str, hint: str) -> None:
+    if reason not in _told:
+        _told.add(reason)
+        _log.logger.warning(_log.LLM_ESTIMATE_INCOMPLETE, reason=reason, hint=hint)
+
+
+def _measure(value: object) -> tuple[int, int, int]:
+    """Characters of text, messages and images in a prompt argument."""
     if isinstance(value, str):
-        return len(value), 0
+        return len(value), 0, 0
     if isinstance(value, Mapping):
-        chars = 0
-        for key in ("content", "text"):
-            inner, _ = _measure(value.get(key))
-            chars += inner
-        return chars, 1 if "role" in value else 0
+        kind = value.get("type")
+        if kind in _IMAGE_TYPES:
+            return 0, 0, 1
+        if kind in _UNCOUNTED_TYPES:
+            _tell_once(
+                f"{kind} content",
+                "files, documents and audio are not counted: pass estimate= to reserve them",
+            )
+            return 0, 0, 0
+        chars = messages = images = 0
+        for key in ("content", "text", "output", "arguments"):
+            c, m, i = _measure(value.get(key))
+            chars, messages, images = chars + c, messages + m, images + i
+        return chars, messages + (1 if "role" in value else 0), images
     if isinstance(value, list | tuple):
-        chars = messages = 0
+        chars = messages = images = 0
         for item in value:
-            c, m = _measure(item)
-            chars += c
-            messages += m
-        return chars, messages
-    return 0, 0  # images, files, tools...: not text the estimate can count
+            c, m, i = _measure(item)
+            chars, messages, images = chars + c, messages + m, images + i
+        return chars, messages, images
+    return 0, 0, 0
+
+
+def _schema_chars(value: object) -> int:
+    """Characters of a tool list or schema, as the JSON the provider receives."""
+    if value is None:
+        return 0
+    return len(json.dumps(value, default=str, separators=(",", ":")))
 
 
 def estimate_usage(kwargs: Mapping[str, Any]) -> Usage:
-    """The default estimate: the prompt as input tokens, ``max_tokens`` as output.
+    """The default estimate: the prompt as input tokens, ``max_tokens`` (times ``n``) as
+    output.
 
-    Input is the text in ``messages``, ``input``, ``prompt``, ``system`` and
-    ``instructions`` (strings, message dicts' ``content``, content parts' ``text``) at 4
-    characters a token, rounded up, plus 4 tokens a message. Output is ``max_tokens``,
-    ``max_completion_tokens`` or ``max_output_tokens``; without one the output has no
-    bound, so this raises `ValueError`: pass one, or give `BudgetedLLM` an estimator.
+    Input counts the text in ``messages``, ``input``, ``prompt``, ``system`` and
+    ``instructions`` (strings, message ``content``, content parts' ``text``), and the
+    JSON of ``tools``, ``functions``, ``tool_choice``, ``response_format`` and ``text``,
+    at 4 characters a token rounded up, plus 4 tokens a message and `IMAGE_TOKENS` an
+    image. Output is ``max_tokens``, ``max_completion_tokens`` or ``max_output_tokens``,
+    times ``n`` (choices are billed each). Without one the output has no bound, so this
+    raises `ValueError`: pass one, or give `BudgetedLLM` an ``estimate=``.
+
+    What it cannot see is logged once (``llm.estimate_incomplete``): the earlier context
+    a ``previous_response_id`` or ``conversation`` brings (billed again as input),
+    files, documents and audio. Four characters a token is typical for English, not a
+    bound (code and other languages use more tokens): where the reservation must bound
+    the bill, pass an estimator built on the model's tokenizer.
     """
-    chars = messages = 0
+    chars = messages = images = 0
     for key in _PROMPT_KEYS:
-        c, m = _measure(kwargs.get(key))
-        chars += c
-        messages += m
+        c, m, i = _measure(kwargs.get(key))
+        chars, messages, images = chars + c, messages + m, images + i
+    for key in _SCHEMA_KEYS:
+        chars += _schema_chars(kwargs.get(key))
+    for key in _CONTEXT_KEYS:
+        if kwargs.get(key) is not None:
+            _tell_once(
+                key,
+                "the earlier context it brings is billed as input but unknown here: "
+                "pass estimate= (e.g. the previous response's usage plus this prompt)",
+            )
     output = next((kwargs[k] for k in _MAX_TOKENS_KEYS if kwargs.get(k) is not None), None)
     if output is None:
         raise ValueError(
             "cannot estimate an unbounded output: pass max_tokens (or max_completion_tokens "
             "or max_output_tokens), or give BudgetedLLM an estimate= callable"
         )
+    n = kwargs.get("n")
+    choices = n if type(n) is int and n > 1 else 1
     return Usage(
-        input_tokens=-(-chars // CHARS_PER_TOKEN) + MESSAGE_TOKENS * messages,
-        output_tokens=output,
+        input_tokens=-(-chars // CHARS_PER_TOKEN)
+        + MESSAGE_TOKENS * messages
+        + IMAGE_TOKENS * images,
+        output_tokens=output * choices,
     )
 
 
 # -- the wrapper -------------------------------------------------------------------------
 
 
-def _max_usage(a: Usage | None, b: Usage) -> Usage:
-    """Field by field, the greater of two running totals."""
-    if a is None:
-        return b
-    extra = {k: max(a.extra.get(k, 0), b.extra.get(k, 0)) for k in {*a.extra, *b.extra}}
-    return Usage(
-        input_tokens=max(a.input_tokens, b.input_tokens),
-        output_tokens=max(a.output_tokens, b.output_tokens),
-        cost_micros=max(a.cost_micros, b.cost_micros),
-        calls=max(a.calls, b.calls),
-        extra=extra,
-    )
+def _is_openai_chat(fn: Callable[..., Any]) -> bool:
+    """True for the OpenAI SDK's ``chat.completions.create`` / ``.stream``."""
+    module = getattr(fn, "__module__", "") or ""
+    return module.startswith("openai.resources.chat.completions")
 
 
 @final
 class BudgetedLLM:
     """An async LLM call (any callable) that reserves from a budget around each call.
 
-    ``BudgetedLLM(fn, usage=openai_usage, estimate=estimate_usage, pricing=None,
+    ``BudgetedLLM(fn, usage=read_usage, estimate=estimate_usage, pricing=None,
     calls=1, timeout=None, on_abandon="known")``; then ``await llm(budget, *args,
-    **kwargs)`` calls ``fn(*args, **kwargs)`` and returns its response, or a
-    `BudgetedStream` when it returns an async iterator. *timeout* waits (seconds) for
-    budget, as `Budget.reserve` does; *calls* is what each call counts in a ``calls``
-    dimension; see the module for *on_abandon*.
+    **kwargs)`` calls ``fn(*args, **kwargs)`` and returns its response, a
+    `BudgetedStream` when it returns an async iterator, or a `BudgetedStreamManager`
+    when it returns a stream helper's async context manager. *timeout* waits (seconds)
+    for budget, as `Budget.reserve` does; *calls* is what each call counts in a
+    ``calls`` dimension; see the module for *on_abandon*.
     """
 
     __slots__ = ("_calls", "_estimate", "_fn", "_on_abandon", "_pricing", "_timeout", "_usage")
@@ -214,7 +290,7 @@ class BudgetedLLM:
         fn: Callable[..., Any],
         /,
         *,
-        usage: UsageExtractor = openai_usage,
+        usage: UsageExtractor = read_usage,
         estimate: Estimator = estimate_usage,
         pricing: Pricing | None = None,
         calls: int = 1,
@@ -239,8 +315,9 @@ class BudgetedLLM:
         return f"<BudgetedLLM {getattr(self._fn, '__qualname__', self._fn)!r}>"
 
     def actual(self, usage: Usage) -> Usage:
-        """What a reported *usage* charges: priced (with a `Pricing`), plus the call."""
-        if self._pricing is not None:
+        """What a reported *usage* charges: priced (with a `Pricing`, unless the provider
+        reported a cost already), plus the call."""
+        if self._pricing is not None and not usage.cost_micros:
             usage = self._pricing.priced(usage)
         return usage + self._calls
 
@@ -251,6 +328,21 @@ class BudgetedLLM:
             raise TypeError(f"an estimator must return a Usage, not {estimate!r}")
         return self.actual(estimate)
 
+    def _with_stream_usage(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Ask an OpenAI chat stream to report usage, unless the caller decided."""
+        fn = self._fn
+        helper = getattr(fn, "__name__", "") == "stream"
+        if not (helper or kwargs.get("stream") is True) or "messages" not in kwargs:
+            return kwargs
+        options = kwargs.get("stream_options")
+        if isinstance(options, Mapping) and "include_usage" in options:
+            if not options["include_usage"] and self._usage in (read_usage, openai_usage):
+                _log.logger.warning(_log.LLM_STREAM_WITHOUT_USAGE, fn=repr(self))
+            return kwargs
+        if _is_openai_chat(fn):
+            return {**kwargs, "stream_options": {**(options or {}), "include_usage": True}}
+        return kwargs
+
     async def __call__(self, budget: Budget, /, *args: Any, **kwargs: Any) -> Any:
         estimate = self.estimate(kwargs)
         if COST in budget.dims and estimate.cost_micros == 0 and self._pricing is None:
@@ -258,6 +350,7 @@ class BudgetedLLM:
                 f"budget {budget.name!r} counts {COST} but this call has no price: give "
                 "BudgetedLLM a pricing= (or an estimator and extractor that set cost_micros)"
             )
+        kwargs = self._with_stream_usage(kwargs)
         # "charge": a response that reports no usage was still billed; count it as big as
         # it could have been. (Failures exit with an exception and are refunded.)
         held = budget.reserve(estimate, timeout=self._timeout, on_unrecorded="charge")
@@ -269,111 +362,52 @@ class BudgetedLLM:
             if isinstance(result, AsyncIterable):
                 stack.pop_all()  # the stream owns the reservation now
                 return BudgetedStream(result, held, self)
+            if hasattr(result, "__aenter__") and hasattr(result, "__aexit__"):
+                stack.pop_all()  # a stream helper: the request is sent when entered
+                return BudgetedStreamManager(result, held, self)
+            if hasattr(result, "__next__") or hasattr(result, "__enter__"):
+                # A sync stream (its request is out: charge the estimate) or a sync
+                # stream manager (nothing sent: refund). Never settle a stream blind.
+                if hasattr(result, "__next__"):
+                    held.record(held.amounts)
+                raise TypeError(
+                    f"{self!r} returned {type(result).__name__}, a sync stream or context "
+                    "manager: wrap the async client's method (AsyncOpenAI, AsyncAnthropic)"
+                )
             try:
                 usage = self._usage(result)
+                actual = None if usage is None else self.actual(usage)
             except Exception:
                 held.record(held.amounts)  # the call was billed: charge the estimate
                 raise
-            if usage is not None:
-                held.record(self.actual(usage))
+            if actual is not None:
+                held.record(actual)
         return result
 
-    async def _settle_abandoned(self, held: Reservation, known: Usage | None) -> None:
-        if not held.held:  # settled by hand through BudgetedStream.reservation
+    def _finish(self, held: Reservation, known: Usage | None, *, ended: bool) -> None:
+        """Record what a stream charges: its usage when it ended, else per on_abandon.
+
+        Nothing recorded on an ended stream leaves the estimate to ``on_unrecorded``.
+        """
+        if not held.held:  # settled by hand through .reservation
             return
-        actual = self.actual(known) if known is not None else self._calls
+        try:
+            actual = None if known is None else self.actual(known)
+        except Exception:
+            held.record(held.amounts)  # a usage that cannot be priced: the estimate
+            raise
+        if ended:
+            if actual is not None:
+                held.record(actual)
+            return
+        if actual is None:
+            actual = self._calls
         if self._on_abandon == "reserved":
             charged = actual.amounts(held.budget.dims)
             held.record({d: max(v, charged.get(d, 0)) for d, v in held.amounts.items()})
         else:
             held.record(actual)
-        await held.commit()
 
 
-@final
-class BudgetedStream(Generic[T]):
-    """A stream of chunks that holds its call's reservation until it ends.
-
-    An async iterator (chunks pass through unchanged) and an async context manager;
-    `aclose` (or leaving the ``async with`` block) ends it early. See `aiobudget.llm`
-    for what an ended or abandoned stream charges.
-    """
-
-    __slots__ = ("_done", "_held", "_iterator", "_known", "_llm", "_source")
-
-    def __init__(self, source: AsyncIterable[T], held: Reservation, llm: BudgetedLLM) -> None:
-        self._source = source
-        self._iterator: AsyncIterator[T] = source.__aiter__()
-        self._held = held
-        self._llm = llm
-        self._known: Usage | None = None
-        self._done = False
-
-    @property
-    def reservation(self) -> Reservation:
-        """The reservation this stream holds (closed once the stream ended)."""
-        return self._held
-
-    @property
-    def usage(self) -> Usage | None:
-        """The usage reported so far (before pricing), or ``None``."""
-        return self._known
-
-    def __aiter__(self) -> BudgetedStream[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            chunk = await self._iterator.__anext__()
-            usage = self._llm._usage(chunk)
-        except StopAsyncIteration:
-            self._done = True
-            if self._held.held:
-                if self._known is not None:
-                    self._held.record(self._llm.actual(self._known))
-                await self._held.commit()  # nothing reported: the estimate, as for a response
-            raise
-        except BaseException:
-            await self._abandon()
-            raise
-        if usage is not None:
-            self._known = _max_usage(self._known, usage)
-        return chunk
-
-    async def aclose(self) -> None:
-        """End the stream now: settle as abandoned (unless it had ended) and close it."""
-        if not self._done:
-            await self._abandon()
-
-    async def __aenter__(self) -> BudgetedStream[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def _abandon(self) -> None:
-        self._done = True
-        # Shielded: cleanup that a cancellation (often the very reason we are here) must
-        # not cut short. The settle does not even suspend with an in-memory store.
-        with anyio.CancelScope(shield=True):
-            await self._llm._settle_abandoned(self._held, self._known)
-            await _close(self._iterator)
-            if self._source is not self._iterator:
-                await _close(self._source)
-
-
-async def _close(obj: object) -> None:
-    """Close an async iterator or a stream object: ``aclose()`` or an async ``close()``."""
-    close = getattr(obj, "aclose", None) or getattr(obj, "close", None)
-    if close is None:
-        return
-    result = close()
-    if isinstance(result, Awaitable):
-        await result
+for _shown_here in (BudgetedStream, BudgetedStreamManager, HelperStream):
+    _shown_here.__module__ = __name__  # documented (and shown in tracebacks) as aiobudget.llm

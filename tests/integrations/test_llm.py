@@ -30,6 +30,7 @@ from aiobudget import (
     Usage,
 )
 from aiobudget.llm import (
+    IMAGE_TOKENS,
     BudgetedLLM,
     BudgetedStream,
     anthropic_usage,
@@ -165,7 +166,9 @@ class TestExtractors:
     def test_anthropic_usage_reads_messages_and_events(self) -> None:
         """A message (cache tokens count as input), message_start and message_delta."""
         message = {"usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 90}}
-        assert Usage(input_tokens=100, output_tokens=5) == anthropic_usage(message)
+        assert Usage(input_tokens=100, output_tokens=5, cache_read_tokens=90) == anthropic_usage(
+            message
+        )
         start, _, delta, _, stop = anthropic_events(20, 8)
         assert Usage(input_tokens=20, output_tokens=1) == anthropic_usage(start)
         assert Usage(output_tokens=4) == anthropic_usage(delta)
@@ -180,7 +183,8 @@ class TestEstimate:
         assert Usage(input_tokens=11 + 4, output_tokens=100) == estimate_usage(kwargs)
 
     def test_content_parts_system_and_other_shapes_count(self) -> None:
-        """Text parts count, images do not; system, prompt, input and instructions too."""
+        """Text parts count, an image counts IMAGE_TOKENS; system, prompt, input and
+        instructions too."""
         kwargs: Mapping[str, Any] = {
             "system": [{"type": "text", "text": "s" * 8}],
             "messages": [
@@ -196,7 +200,9 @@ class TestEstimate:
             "instructions": "i" * 4,
             "max_output_tokens": 7,
         }
-        assert Usage(input_tokens=2 + 2 + 1 + 1 + 2 * 4, output_tokens=7) == estimate_usage(kwargs)
+        assert Usage(
+            input_tokens=2 + 2 + 1 + 1 + 2 * 4 + IMAGE_TOKENS, output_tokens=7
+        ) == estimate_usage(kwargs)
         assert Usage(input_tokens=3, output_tokens=1) == estimate_usage(
             {"prompt": "p" * 9, "max_completion_tokens": 1}
         )
