@@ -22,13 +22,22 @@ import anyio
 
 from ._budget import Budget
 from ._errors import ReservationClosed
-from ._units import COST, OUTPUT_TOKENS, TOKENS, Pricing, Usage, usd
+from ._pricing import Pricing
+from ._units import COST, INPUT_TOKENS, OUTPUT_TOKENS, TOKENS, Usage, usd
 from .kernel import check_amount, check_dim
 
 if TYPE_CHECKING:
     from ._reservation import OnUnrecorded, Reservation
 
-__all__ = ["BudgetSource", "Estimator", "Meter", "ModelCall", "Options", "estimate_call"]
+__all__ = [
+    "BudgetSource",
+    "Estimator",
+    "Meter",
+    "ModelCall",
+    "Options",
+    "estimate_call",
+    "token_usage",
+]
 
 BudgetSource = Budget | Callable[[Any], Budget | Awaitable[Budget]]
 """A budget, or a callable of the framework's context for a call returning one."""
@@ -161,6 +170,34 @@ class Options:
             )
 
 
+def token_usage(
+    input_tokens: object,
+    output_tokens: object,
+    *,
+    cache_read: object = 0,
+    cache_write: object = 0,
+    cache_write_1h: object = 0,
+    reasoning: object = 0,
+) -> Usage:
+    """A framework's token counts as a `Usage` (``None`` counts 0). Cache and reasoning
+    tokens are parts of the input and output; a part a framework reports above its
+    total (never seen, but not ours to trust) is cut to it, so the totals decide."""
+    total_in = check_amount(input_tokens or 0, INPUT_TOKENS)
+    total_out = check_amount(output_tokens or 0, OUTPUT_TOKENS)
+    read = min(check_amount(cache_read or 0, "cache_read_tokens"), total_in)
+    write = min(check_amount(cache_write or 0, "cache_write_tokens"), total_in - read)
+    return Usage(
+        input_tokens=total_in,
+        output_tokens=total_out,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_1h_tokens=min(
+            check_amount(cache_write_1h or 0, "cache_write_1h_tokens"), write
+        ),
+        reasoning_tokens=min(check_amount(reasoning or 0, "reasoning_tokens"), total_out),
+    )
+
+
 def _seconds(value: object, *, positive: bool) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
@@ -249,21 +286,31 @@ class Meter:
         budget = await self.budget(call.context)
         return await hold(budget, self.estimate(budget, call), self.options)
 
-    async def after(self, held: Reservation, actual: Usage | None) -> None:
+    async def after(
+        self, held: Reservation, actual: Usage | Callable[[], Usage | None] | None
+    ) -> None:
         """Settle *held* with *actual* (from `actual`), or, with ``None`` (nothing known:
         a failure, an abandoned stream, a response without usage), per ``on_unrecorded``.
 
-        Shielded from cancellation. When the reservation is gone already (its time to live
-        passed before the framework reported), the usage is charged directly: spend that
-        happened is recorded.
+        *actual* may be a callable computing it: should that raise (a usage the pricing
+        cannot price), the reservation is still closed, per ``on_unrecorded``, before the
+        error propagates. Shielded from cancellation. When the reservation is gone already
+        (its time to live passed before the framework reported), the usage is charged
+        directly: spend that happened is recorded.
         """
         with anyio.CancelScope(shield=True):
+            if callable(actual):
+                try:
+                    actual = actual()
+                except BaseException:
+                    if held.held:
+                        await held.commit()
+                    raise
             try:
                 if actual is not None:
-                    if held.held:
-                        held.record(actual)
-                    else:
-                        raise ReservationClosed("the reservation was closed before its usage came")
+                    if not held.held:
+                        raise ReservationClosed("the reservation closed before its usage came")
+                    held.record(actual)
                 await held.commit()
             except ReservationClosed:
                 if actual is not None:

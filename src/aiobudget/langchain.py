@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "aiobudget.langchain needs langchain-core: pip install 'aiobudget[langchain]'"
     ) from exc
 
-from ._agents import BudgetSource, Estimator, Meter, ModelCall, Options, estimate_call
+from ._agents import BudgetSource, Estimator, Meter, ModelCall, Options, estimate_call, token_usage
 from ._units import Usage
 
 if TYPE_CHECKING:
@@ -56,9 +56,14 @@ def usage_of(result: LLMResult | None) -> Usage | None:
         for generation in generations[:1]:
             metadata = _get(getattr(generation, "message", None), "usage_metadata")
             if metadata:
-                return Usage(
-                    input_tokens=_get(metadata, "input_tokens") or 0,
-                    output_tokens=_get(metadata, "output_tokens") or 0,
+                details_in = _get(metadata, "input_token_details") or {}
+                details_out = _get(metadata, "output_token_details") or {}
+                return token_usage(
+                    _get(metadata, "input_tokens"),
+                    _get(metadata, "output_tokens"),
+                    cache_read=_get(details_in, "cache_read"),
+                    cache_write=_get(details_in, "cache_creation"),
+                    reasoning=_get(details_out, "reasoning"),
                 )
     tokens = _get(result.llm_output or {}, "token_usage")
     if tokens:
@@ -108,6 +113,10 @@ class BudgetCallbackHandler(AsyncCallbackHandler):
         )
         self._held[run_id] = await self._meter.before(call)
 
+    def _actual(self, result: LLMResult | None) -> Usage | None:
+        usage = usage_of(result)
+        return None if usage is None else self._meter.actual(usage)
+
     async def on_chat_model_start(
         self,
         serialized: dict[str, Any],
@@ -148,8 +157,7 @@ class BudgetCallbackHandler(AsyncCallbackHandler):
         """Settle the run with the usage its message reports."""
         held = self._held.pop(run_id, None)
         if held is not None:
-            usage = usage_of(response)
-            await self._meter.after(held, None if usage is None else self._meter.actual(usage))
+            await self._meter.after(held, lambda: self._actual(response))
 
     async def on_llm_error(
         self,
@@ -164,8 +172,7 @@ class BudgetCallbackHandler(AsyncCallbackHandler):
         ``on_unrecorded``."""
         held = self._held.pop(run_id, None)
         if held is not None:
-            usage = usage_of(kwargs.get("response"))
-            await self._meter.after(held, None if usage is None else self._meter.actual(usage))
+            await self._meter.after(held, lambda: self._actual(kwargs.get("response")))
 
     async def on_tool_start(
         self,

@@ -33,8 +33,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 import anyio
 
-from ._agents import BudgetSource, Estimator, Meter, ModelCall, Options, estimate_call
-from ._errors import ReservationClosed
+from ._agents import BudgetSource, Estimator, Meter, ModelCall, Options, estimate_call, token_usage
+from ._errors import InvalidAmount, ReservationClosed
 from ._units import Usage
 
 if TYPE_CHECKING:
@@ -54,16 +54,15 @@ def _get(obj: object, name: str) -> Any:
 
 
 def usage_of(response: object) -> Usage | None:
-    """The usage of a LiteLLM response (OpenAI style), or ``None`` when it has none.
-    Prompt tokens include cached ones."""
+    """The usage of a LiteLLM response (OpenAI style) as a `Usage` (cached input and reasoning
+    tokens included, as `Usage.from_openai` reads them), or ``None`` when it counts nothing."""
     usage = _get(response, "usage")
-    if usage is None:
+    if usage is None or not (_get(usage, "prompt_tokens") or _get(usage, "completion_tokens")):
         return None
-    prompt = _get(usage, "prompt_tokens") or 0
-    completion = _get(usage, "completion_tokens") or 0
-    if not prompt and not completion:
-        return None
-    return Usage(input_tokens=prompt, output_tokens=completion)
+    try:
+        return Usage.from_openai(usage)
+    except InvalidAmount:  # a shape the reader refuses: the totals alone
+        return token_usage(_get(usage, "prompt_tokens"), _get(usage, "completion_tokens"))
 
 
 @final
@@ -125,9 +124,13 @@ class BudgetLogger(CustomLogger):
         entry = self._held.pop(str(kwargs.get(_CALL_ID)), None)
         if entry is None:
             return
-        usage = usage_of(response)
-        actual = None if usage is None else self._meter.actual(usage, kwargs.get("response_cost"))
-        await self._meter.after(entry[0], actual)
+        meter = self._meter
+
+        def actual() -> Usage | None:
+            usage = usage_of(response)
+            return None if usage is None else meter.actual(usage, kwargs.get("response_cost"))
+
+        await meter.after(entry[0], actual)
 
     async def async_pre_call_deployment_hook(
         self, kwargs: dict[str, Any], call_type: Any

@@ -25,7 +25,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'aiobudget[openai-agents]'"
     ) from exc
 
-from ._agents import BudgetSource, Estimator, Meter, ModelCall, Options, estimate_call
+from ._agents import BudgetSource, Estimator, Meter, ModelCall, Options, estimate_call, token_usage
+from ._errors import InvalidAmount
 from ._units import Usage
 
 if TYPE_CHECKING:
@@ -51,15 +52,14 @@ def _get(obj: object, name: str) -> Any:
 
 
 def usage_of(usage: object) -> Usage | None:
-    """The Agents SDK's (or the Responses API's) usage as a `Usage`, or ``None`` when it
-    counts nothing. Input tokens include cached ones."""
-    if usage is None:
+    """The Agents SDK's (or the Responses API's) usage as a `Usage` (cached input and reasoning
+    tokens included, as `Usage.from_openai` reads them), or ``None`` when it counts nothing."""
+    if usage is None or not (_get(usage, "input_tokens") or _get(usage, "output_tokens")):
         return None
-    input_tokens = _get(usage, "input_tokens") or 0
-    output_tokens = _get(usage, "output_tokens") or 0
-    if not input_tokens and not output_tokens:
-        return None
-    return Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    try:
+        return Usage.from_openai(usage)
+    except InvalidAmount:  # a shape the reader refuses: the totals alone
+        return token_usage(_get(usage, "input_tokens"), _get(usage, "output_tokens"))
 
 
 @final

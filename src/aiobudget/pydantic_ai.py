@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "aiobudget.pydantic_ai needs pydantic-ai: pip install 'aiobudget[pydantic-ai]'"
     ) from exc
 
-from ._agents import BudgetSource, Estimator, Meter, ModelCall, Options, estimate_call
+from ._agents import BudgetSource, Estimator, Meter, ModelCall, Options, estimate_call, token_usage
 from ._units import Usage
 
 if TYPE_CHECKING:
@@ -42,7 +42,15 @@ __all__ = ["BudgetCapability", "Estimator", "ModelCall", "estimate_call", "usage
 def usage_of(usage: RequestUsage) -> tuple[Usage, object]:
     """A pydantic-ai ``RequestUsage`` as a `Usage` and the cost pydantic-ai gave it
     (US dollars, or ``None``). Input tokens include cache reads and writes."""
-    return Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens), usage.cost
+    tokens = token_usage(
+        usage.input_tokens,
+        usage.output_tokens,
+        cache_read=usage.cache_read_tokens,
+        cache_write=usage.cache_write_tokens,
+        cache_write_1h=getattr(usage, "cache_write_1h_tokens", 0),
+        reasoning=usage.output_reasoning_tokens,
+    )
+    return tokens, usage.cost
 
 
 @final
@@ -92,9 +100,9 @@ class BudgetCapability(AbstractCapability[Any]):
         try:
             response = await handler(request_context)
         except BaseException:
-            await meter.after(held, self._billed(request_context, None))
+            await meter.after(held, lambda: self._billed(request_context, None))
             raise
-        await meter.after(held, self._billed(request_context, response))
+        await meter.after(held, lambda: self._billed(request_context, response))
         return response
 
     def _billed(self, request_context: ModelRequestContext, response: Any) -> Usage | None:

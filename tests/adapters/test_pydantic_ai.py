@@ -21,7 +21,17 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
-from aiobudget import CALLS, COST, TOKENS, Budget, BudgetExhausted, Pricing, Usage, usd
+from aiobudget import (
+    CALLS,
+    COST,
+    TOKENS,
+    Budget,
+    BudgetExhausted,
+    InvalidAmount,
+    Pricing,
+    Usage,
+    usd,
+)
 from aiobudget.pydantic_ai import BudgetCapability
 
 from ._helpers import state
@@ -220,6 +230,46 @@ class TestCost:
         )
         expected = PRICING.cost(Usage(input_tokens=10, output_tokens=5))
         assert ({TOKENS: 15, COST: expected}, {TOKENS: 0, COST: 0}) == await state(budget)
+
+    @pytest.mark.parametrize(
+        ("pricing", "expected"),
+        [
+            # 40 uncached at $1, 60 cache reads at $0.10, 10 output at $2 per million
+            (Pricing("1", "2", cache_read="0.1"), 40 + 6 + 20),
+            # no cache price: the cache reads count as input
+            (Pricing("1", "2"), 100 + 20),
+        ],
+    )
+    async def test_cache_reads_are_priced_as_reported(
+        self, pricing: Pricing, expected: int
+    ) -> None:
+        """pydantic-ai's cache split reaches the Pricing: cache reads at their price."""
+        budget = Budget({TOKENS: 10_000, COST: usd("1")})
+
+        def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+            usage = RequestUsage(input_tokens=100, cache_read_tokens=60, output_tokens=10)
+            return ModelResponse(parts=[TextPart("done")], usage=usage)
+
+        made: Agent[Any, str] = Agent(
+            FunctionModel(respond), capabilities=[BudgetCapability(budget, pricing=pricing)]
+        )
+        await made.run("hi", model_settings=SETTINGS)
+        assert ({TOKENS: 110, COST: expected}, {TOKENS: 0, COST: 0}) == await state(budget)
+
+    async def test_a_usage_the_pricing_cannot_price_still_closes_the_reservation(self) -> None:
+        """Cache writes without a cache-write price raise, and nothing stays reserved."""
+        budget = Budget({TOKENS: 10_000, COST: usd("1")})
+
+        def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+            usage = RequestUsage(input_tokens=100, cache_write_tokens=60, output_tokens=10)
+            return ModelResponse(parts=[TextPart("done")], usage=usage)
+
+        made: Agent[Any, str] = Agent(
+            FunctionModel(respond), capabilities=[BudgetCapability(budget, pricing=PRICING)]
+        )
+        with pytest.raises(InvalidAmount, match="cache_write"):
+            await made.run("hi", model_settings=SETTINGS)
+        assert {TOKENS: 0, COST: 0} == (await state(budget))[1]
 
     async def test_a_cost_budget_without_a_price_is_refused_before_the_call(self) -> None:
         """A budget counting cost needs a price for the estimate: ValueError, nothing sent."""
