@@ -10,6 +10,10 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+# LiteLLM fetches its price map from the network when imported, unless told to use the
+# copy it ships; tests (and the examples and docs they run) stay offline.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 settings.register_profile(
     "default",
     deadline=None,  # a loaded 2-core CI box has long GC pauses; speed is benchmarked, not timed

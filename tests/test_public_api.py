@@ -68,7 +68,16 @@ ERRORS = [
 SUBMODULES = ["aiobudget.kernel", "aiobudget.testing", "aiobudget.fastapi", "aiobudget.aiohttp"]
 """The public submodules SPEC names (fastapi and aiohttp need their extras)."""
 
-OPTIONAL = ["redis", "fastapi", "starlette", "aiohttp"]
+OPTIONAL = [
+    "redis",
+    "fastapi",
+    "starlette",
+    "aiohttp",
+    "pydantic_ai",
+    "agents",
+    "langchain_core",
+    "litellm",
+]
 """Extras that ``import aiobudget`` must never import."""
 
 
@@ -167,6 +176,31 @@ class TestPackage:
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         )
         assert [] == json.loads(result.stdout)
+
+    @pytest.mark.parametrize(
+        ("module", "framework"),
+        [
+            ("aiobudget.pydantic_ai", "pydantic_ai"),
+            ("aiobudget.openai_agents", "agents"),
+            ("aiobudget.langchain", "langchain_core"),
+            ("aiobudget.litellm", "litellm"),
+        ],
+    )
+    def test_an_adapter_imports_its_own_framework_only(self, module: str, framework: str) -> None:
+        """Importing a framework adapter imports that framework (its extra), and none of
+        the other three."""
+        pytest.importorskip(framework)
+        frameworks = ["pydantic_ai", "agents", "langchain_core", "litellm"]
+        code = (
+            f"import os, json, sys; os.environ['LITELLM_LOCAL_MODEL_COST_MAP'] = 'True'; "
+            f"import {module}; "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+            f"{set(frameworks)!r})))"
+        )
+        result = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+        assert [framework] == json.loads(result.stdout.splitlines()[-1])
 
     def test_py_typed(self) -> None:
         """The package ships the py.typed marker, so type checkers read its hints."""
