@@ -5,7 +5,7 @@
     aiobudget show NAME [--json]          limits, spent, reserved, remaining, verdict
     aiobudget reset NAME [--yes]          a new period: spent goes to 0
     aiobudget set-limit NAME DIM VALUE [--yes]
-    aiobudget metrics [--port N]          serve the budgets' Prometheus metrics over HTTP
+    aiobudget metrics [--port N]          Prometheus metrics of budgets in Redis
 
 The demo never calls a model: agents are simulated (random latency with `anyio.sleep`,
 random usage), so it runs offline and in seconds. Built on `argparse` alone: a library

@@ -106,8 +106,8 @@ async def _reachable(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace, port: int) -> None:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
-        f"aiobudget: serving the budgets under prefix {args.prefix!r} of "
-        f"{redact(args.redis)} at http://{host}:{port}/metrics",
+        f"aiobudget: serving http://{host}:{port}/metrics\n"
+        f"  the budgets under prefix {args.prefix!r} of {redact(args.redis)}",
         file=sys.stderr,
         flush=True,
     )

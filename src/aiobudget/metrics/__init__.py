@@ -31,13 +31,17 @@ from ._recorder import COUNTERS
 
 __all__ = [
     "BUCKETS",
-    "METRICS",
     "Budgets",
     "Directory",
     "Instrumentation",
+    "METRICS",
     "PrometheusCollector",
     "instrument",
 ]
 
 METRICS: tuple[str, ...] = (*GAUGES, *COUNTERS, "aiobudget_wait_seconds")
 """Every metric family the exporters report (counters without their ``_total``)."""
+
+for _name in ("Directory", "Instrumentation", "PrometheusCollector", "instrument"):
+    globals()[_name].__module__ = __name__  # tracebacks and docs say aiobudget.metrics.X
+del _name

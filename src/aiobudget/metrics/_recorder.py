@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, Final, final
 
@@ -80,7 +81,16 @@ class Recorder:
         self._lock = threading.Lock()
         self._names: set[str] = set()
         # metric name -> label values -> count; the label names are in `COUNTERS`.
-        self._counts: dict[str, dict[Key, int]] = {name: {} for name in COUNTERS}
+        self._counts: dict[str, defaultdict[Key, int]] = {
+            name: defaultdict(int) for name in COUNTERS
+        }
+        counts = self._counts
+        self._granted = counts["aiobudget_reservations_granted"]
+        self._settles = counts["aiobudget_reservations_settled"]
+        self._refunds = counts["aiobudget_reservations_refunded"]
+        self._denials = counts["aiobudget_denials"]
+        self._charged = counts["aiobudget_charged"]
+        self._given_back = counts["aiobudget_refunded"]
         self._waits: dict[Key, Wait] = {}
         self._sinks: tuple[WaitSink, ...] = ()
         self._users = 0
@@ -90,7 +100,7 @@ class Recorder:
             _log.SETTLED: self._settled,
             _log.RELEASED: self._released,
             _log.ABANDONED: self._released,
-            _log.CHARGED: self._charged,
+            _log.CHARGED: self._charged_now,
             _log.WAITED: self._waited,
         }
 
@@ -120,7 +130,9 @@ class Recorder:
         handler = self._handlers.get(event)
         if handler is None:
             return
-        budget = label(fields.get("budget"))
+        budget = fields.get("budget")
+        if budget is None:
+            budget = ""
         with self._lock:
             if budget not in self._names:
                 if len(self._names) >= MAX_BUDGETS:
@@ -131,37 +143,34 @@ class Recorder:
             for sink in self._sinks:
                 sink(budget, str(fields["outcome"]), float(fields["seconds"]))
 
-    def _add(self, metric: str, key: Key, amount: int = 1) -> None:
-        counts = self._counts[metric]
-        counts[key] = counts.get(key, 0) + amount
+    # The handlers run under the lock, once per event: plain dict arithmetic only.
 
     def _reserved(self, budget: str, fields: Mapping[str, Any]) -> None:
-        self._add("aiobudget_reservations_granted", (budget,))
+        self._granted[budget,] += 1
 
     def _denied(self, budget: str, fields: Mapping[str, Any]) -> None:
-        key = (budget, str(fields.get("dim")), str(fields.get("reason")))
-        self._add("aiobudget_denials", key)
+        self._denials[budget, str(fields.get("dim")), str(fields.get("reason"))] += 1
 
     def _settled(self, budget: str, fields: Mapping[str, Any]) -> None:
-        self._add("aiobudget_reservations_settled", (budget,))
+        self._settles[budget,] += 1
         actual: Mapping[str, int] = fields["actual"]
         for dim, held in fields["reserved"].items():
             used = actual.get(dim, 0)
             if used:
-                self._add("aiobudget_charged", (budget, dim), used)
+                self._charged[budget, dim] += used
             if held > used:
-                self._add("aiobudget_refunded", (budget, dim), held - used)
+                self._given_back[budget, dim] += held - used
 
     def _released(self, budget: str, fields: Mapping[str, Any]) -> None:
-        self._add("aiobudget_reservations_refunded", (budget,))
+        self._refunds[budget,] += 1
         for dim, held in fields["reserved"].items():
             if held:
-                self._add("aiobudget_refunded", (budget, dim), held)
+                self._given_back[budget, dim] += held
 
-    def _charged(self, budget: str, fields: Mapping[str, Any]) -> None:
+    def _charged_now(self, budget: str, fields: Mapping[str, Any]) -> None:
         for dim, used in fields["amounts"].items():
             if used:
-                self._add("aiobudget_charged", (budget, dim), used)
+                self._charged[budget, dim] += used
 
     def _waited(self, budget: str, fields: Mapping[str, Any]) -> None:
         key = (budget, str(fields["outcome"]))
@@ -178,12 +187,12 @@ class Recorder:
     def snapshot_failed(self, budget: str) -> None:
         """A budget's snapshot could not be read for a collection."""
         with self._lock:
-            self._add("aiobudget_snapshot_errors", (budget,))
+            self._counts["aiobudget_snapshot_errors"][budget,] += 1
 
     def discovery_failed(self) -> None:
         """The budgets of a store could not be listed for a collection."""
         with self._lock:
-            self._add("aiobudget_discovery_errors", ())
+            self._counts["aiobudget_discovery_errors"][()] += 1
 
     def counts(self, metric: str, budgets: set[str]) -> list[tuple[Key, int]]:
         """The series of counter *metric* whose budget is in *budgets* (every series of
