@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from aiobudget import Budget, MemoryStore, _log
@@ -29,6 +30,16 @@ def seen() -> Iterator[Seen]:
     _log.add_observer(observer)
     yield events
     _log.remove_observer(observer)
+
+
+@pytest.fixture
+def unconfigured() -> Iterator[None]:
+    """structlog as an application that never configured it has it, then as it was."""
+    saved = structlog.get_config() if structlog.is_configured() else None
+    structlog.reset_defaults()
+    yield
+    if saved is not None:
+        structlog.configure(**saved)
 
 
 class TestObserver:
@@ -59,7 +70,7 @@ class TestObserver:
         ] == seen
 
     async def test_nothing_printed_for_debug_events(
-        self, seen: Seen, capsys: pytest.CaptureFixture[str]
+        self, seen: Seen, capsys: pytest.CaptureFixture[str], unconfigured: None
     ) -> None:
         """Observing builds the DEBUG events for the observer only: an application that
         did not configure structlog still sees none of them."""
