@@ -54,8 +54,9 @@ class PrometheusCollector:
     budget's gauges out of the scrape, never 0, and counts one
     ``aiobudget_snapshot_errors_total``. It is not a second registry: register one
     collector per registry, with every budget it should report. Every budget reported is
-    a set of series (about seven per dimension), so report the budgets you watch, not
-    one per API key you serve, unless you mean to pay for that many series.
+    a set of series (about five per dimension, more with counters and waits), so report
+    the budgets you watch, not one per API key you serve, unless you mean to pay for
+    that many series.
 
     `close` (or leaving ``with``) stops it; the counters stop counting once no
     collector or `instrument` is left open.
