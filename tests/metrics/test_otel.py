@@ -119,6 +119,13 @@ class TestInstrument:
         assert pytest.approx(scraped["aiobudget_wait_seconds_sum", key]) == point.sum
         assert list(BUCKETS) == list(point.explicit_bounds)
 
+    async def test_budgets_may_come_second_positionally(self, otel: Otel, name: str) -> None:
+        """instrument(provider, [budget]) is instrument(provider, budgets=[budget])."""
+        budget = Budget({"tokens": 10}, name=name)
+        otel.made.append(instrument(otel.provider, [budget]))
+        values, _ = otel.collect()
+        assert expected_gauges(name, await budget.snapshot()) == of_budget(values, name)
+
     async def test_one_read_per_collection(self, otel: Otel, name: str) -> None:
         """However many gauges there are, a collection reads each snapshot once."""
         store = FaultyStore()

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from prometheus_client import CollectorRegistry
 
 from aiobudget import (
     Budget,
@@ -329,6 +330,14 @@ class TestCollector:
         made.close()
         made.close()  # twice is harmless
         assert {} == scrape(registry)
+
+    async def test_registers_itself_when_given_a_registry(self) -> None:
+        """registry= registers the collector there at once."""
+        budget = Budget({"tokens": 10}, name="self-registered")
+        registry = CollectorRegistry()
+        with PrometheusCollector([budget], registry=registry):
+            found = of_budget(scrape(registry), "self-registered")
+        assert expected_gauges("self-registered", await budget.snapshot()) == found
 
     async def test_as_a_context_manager(self) -> None:
         """Leaving ``with`` closes the collector."""

@@ -36,8 +36,8 @@ def _api() -> ModuleType:
 
 def instrument(
     meter_provider: MeterProvider | None = None,
-    *,
     budgets: Budgets = (),
+    *,
     store: Directory | None = None,
     timeout: float = 5.0,
 ) -> Instrumentation:

@@ -42,7 +42,8 @@ def _core() -> ModuleType:
 class PrometheusCollector:
     """The budgets you name, as Prometheus metrics, read when Prometheus scrapes.
 
-    ``REGISTRY.register(PrometheusCollector([budget, other]))``, or every top-level
+    ``PrometheusCollector([budget, other], registry=REGISTRY)`` (or
+    ``REGISTRY.register(PrometheusCollector([budget, other]))``), or every top-level
     budget kept in a `RedisStore`: ``PrometheusCollector(store=RedisStore(url,
     prefix="tenants"))``. At each scrape it reads a snapshot of each budget (gauges:
     limit, warn, spent, reserved, remaining, status, held, waiting, period start and
@@ -65,13 +66,20 @@ class PrometheusCollector:
     __slots__ = ("_open", "_sources")
 
     def __init__(
-        self, budgets: Budgets = (), *, store: Directory | None = None, timeout: float = 5.0
+        self,
+        budgets: Budgets = (),
+        *,
+        store: Directory | None = None,
+        timeout: float = 5.0,
+        registry: Any = None,
     ) -> None:
         _core()
         self._sources = Sources(budgets, store, timeout)
         self._open = True
         LOOP.acquire()
         RECORDER.attach()
+        if registry is not None:  # else the caller registers it: registry.register(...)
+            registry.register(self)
 
     def __repr__(self) -> str:
         return f"<PrometheusCollector budgets={len(self._sources.labels)} open={self._open}>"
