@@ -59,6 +59,9 @@ class PrometheusCollector:
     the budgets you watch, not one per API key you serve, unless you mean to pay for
     that many series.
 
+    Snapshots are read in a thread (and event loop) of the collector's own: a
+    `RedisStore` must be built from a URL to be read there, not around a client object.
+
     `close` (or leaving ``with``) stops it; the counters stop counting once no
     collector or `instrument` is left open.
     """
