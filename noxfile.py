@@ -9,7 +9,7 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_venv = "yes"
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-EXTRAS = ".[redis,fastapi,aiohttp]"
+EXTRAS = ".[redis,fastapi,aiohttp,prometheus,otel]"
 
 
 def _install_group(session: nox.Session, group: str, *extra: str) -> None:

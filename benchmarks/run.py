@@ -10,7 +10,7 @@ import importlib
 import sys
 from pathlib import Path
 
-SUITES = ("kernel", "budget", "redis")
+SUITES = ("kernel", "budget", "redis", "metrics")
 
 
 def _table(rows: list[dict[str, object]]) -> str:

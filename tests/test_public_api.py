@@ -65,7 +65,13 @@ ERRORS = [
     "UnknownDimension",
 ]
 
-SUBMODULES = ["aiobudget.kernel", "aiobudget.testing", "aiobudget.fastapi", "aiobudget.aiohttp"]
+SUBMODULES = [
+    "aiobudget.kernel",
+    "aiobudget.testing",
+    "aiobudget.fastapi",
+    "aiobudget.aiohttp",
+    "aiobudget.metrics",
+]
 """The public submodules SPEC names (fastapi and aiohttp need their extras)."""
 
 OPTIONAL = [
@@ -77,6 +83,8 @@ OPTIONAL = [
     "agents",
     "langchain_core",
     "litellm",
+    "prometheus_client",
+    "opentelemetry",
 ]
 """Extras that ``import aiobudget`` must never import."""
 

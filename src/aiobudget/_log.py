@@ -14,7 +14,9 @@ limit) are always emitted.
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Final
 
 import structlog
 
@@ -39,15 +41,22 @@ __all__ = [
     "RESET",
     "SETTLED",
     "UNRECORDED",
+    "WAITED",
     "WAITING",
     "WARN",
+    "Observer",
+    "add_observer",
     "logger",
+    "remove_observer",
 ]
 
 RESERVED: Final = "budget.reserved"
 """A reservation was made (DEBUG): ``amounts``."""
 WAITING: Final = "budget.waiting"
 """A reservation joined the wait queue (DEBUG): ``amounts``, ``timeout``."""
+WAITED: Final = "budget.waited"
+"""A reservation stopped waiting (DEBUG): ``seconds`` since it began, ``outcome``
+(``granted``, ``denied`` or ``cancelled``)."""
 DENIED: Final = "budget.denied"
 """A reservation or strict charge was refused (INFO): ``dim``, ``requested``, ``remaining``,
 ``level`` (the budget that said no)."""
@@ -150,3 +159,69 @@ class _Logger:
 
 
 logger: Final = _Logger()
+
+
+# -- observers: the metrics seam ------------------------------------------------------------
+
+Observer = Callable[[str, Mapping[str, Any]], None]
+"""Called with each event's name and fields, in the thread that emits it, whatever
+structlog's configuration lets through. It must be quick and must not raise."""
+
+_observers_lock = threading.Lock()
+
+
+class _Observed(_Logger):
+    """The logger while observers are registered: every event also goes to them, and the
+    DEBUG events are built even when structlog would drop them.
+
+    `add_observer` switches the logger's class to this one, and `remove_observer` back,
+    so that with no observer the hot path runs exactly the code it runs without metrics.
+    """
+
+    __slots__ = ()
+    observers: ClassVar[tuple[Observer, ...]] = ()
+
+    @property
+    def debug_enabled(self) -> bool:
+        return True
+
+    def _notify(self, event: str, fields: Mapping[str, Any]) -> None:
+        for observer in self.observers:
+            try:
+                observer(event, fields)
+            except Exception as exc:  # noqa: BLE001, PERF203 - an observer must not break accounting
+                structlog.get_logger("aiobudget").error(
+                    CALLBACK_FAILED, observer=repr(observer), crossing=event, error=repr(exc)
+                )
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._notify(event, fields)
+        super().debug(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._notify(event, fields)
+        super().info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._notify(event, fields)
+        super().warning(event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._notify(event, fields)
+        super().error(event, **fields)
+
+
+def add_observer(observer: Observer) -> None:
+    """Call *observer* with every event aiobudget emits from now on (metrics use it)."""
+    with _observers_lock:
+        _Observed.observers = (*_Observed.observers, observer)
+        logger.__class__ = _Observed
+
+
+def remove_observer(observer: Observer) -> None:
+    """Stop calling *observer*; once none is left, events cost what they cost before."""
+    with _observers_lock:
+        left = tuple(each for each in _Observed.observers if each != observer)
+        _Observed.observers = left
+        if not left:
+            logger.__class__ = _Logger

@@ -194,10 +194,21 @@ class Reservation:
             raise
 
     async def _wait(self, budget: Budget) -> Held | Denial:
-        if _log.logger.debug_enabled:
-            _log.logger.debug(
-                _log.WAITING, budget=budget.name, amounts=self.amounts, timeout=self._timeout
-            )
+        if not _log.logger.debug_enabled:
+            return await self._reserve_waiting(budget)
+        _log.logger.debug(
+            _log.WAITING, budget=budget.name, amounts=self.amounts, timeout=self._timeout
+        )
+        start, outcome = anyio.current_time(), "cancelled"
+        try:
+            result = await self._reserve_waiting(budget)
+            outcome = "denied" if isinstance(result, Denial) else "granted"
+            return result
+        finally:
+            seconds = anyio.current_time() - start
+            _log.logger.debug(_log.WAITED, budget=budget.name, seconds=seconds, outcome=outcome)
+
+    async def _reserve_waiting(self, budget: Budget) -> Held | Denial:
         if self._ttl is None:
             return await budget._account.reserve(
                 self._amounts, use_headroom=self._use_headroom, timeout=self._timeout

@@ -99,6 +99,10 @@ class WaitQueue:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def waiting_at(self, ledger: Ledger) -> int:
+        """How many queued waiters *ledger* holds back (O(1), for statistics)."""
+        return self._blocked.get(ledger, 0)
+
     def blocker(self, chain: Chain) -> Ledger | None:
         """The first level of *chain* a queued waiter is blocked at, if any: a newcomer
         must not jump the queue there."""

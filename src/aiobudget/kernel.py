@@ -215,14 +215,19 @@ class Denial:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A consistent view of one budget: per dimension its `Limit`, ``spent``,
-    ``reserved`` and ``remaining`` (``limit - spent - reserved``, floored at 0), and the
-    budget's own `Verdict`."""
+    ``reserved`` and ``remaining`` (``limit - spent - reserved``, floored at 0), the
+    budget's own `Verdict`, and how many reservations it holds and has waiting."""
 
     limits: Mapping[str, Limit]
     spent: Mapping[str, int]
     reserved: Mapping[str, int]
     remaining: Mapping[str, int]
     verdict: Verdict
+    held: int = 0
+    """Live reservations holding budget here (a child's count at every level they hold)."""
+    waiting: int = 0
+    """Reservations queued here, held back by this budget (stores set it; the kernel has
+    no queue)."""
 
 
 @final
@@ -238,6 +243,7 @@ class Ledger:
         "_alert",
         "_hard",
         "_index",
+        "_leases",
         "_outcomes",
         "_peak",
         "_reserved",
@@ -275,6 +281,7 @@ class Ledger:
         )
         self._outcomes = tuple(Outcome(verdict) for verdict in self._verdicts)
         self._peak = 0
+        self._leases = 0  # live leases holding budget here
 
     def _set_caps(self) -> None:
         self._hard = tuple(limit.limit for limit in self.limits)
@@ -349,8 +356,9 @@ class Ledger:
         """This ledger's own verdict."""
         return self._verdicts[self._code()]
 
-    def snapshot(self) -> Snapshot:
-        """A frozen copy of the counters."""
+    def snapshot(self, *, waiting: int = 0) -> Snapshot:
+        """A frozen copy of the counters; *waiting* is the store's count of queued
+        reservations held back here."""
         remaining = (max(0, limit - used) for limit, used in zip(self._hard, self._used))
         return Snapshot(
             limits=MappingProxyType(dict(zip(self.dims, self.limits))),
@@ -358,6 +366,8 @@ class Ledger:
             reserved=MappingProxyType(self.mapping(self._reserved)),
             remaining=MappingProxyType(self.mapping(remaining)),
             verdict=self.verdict(),
+            held=self._leases,
+            waiting=waiting,
         )
 
     # -- changing ----------------------------------------------------------------------
@@ -480,6 +490,7 @@ class Lease:
 
 def _settle(ledger: Ledger, held: Sequence[int], actual: Sequence[int]) -> Outcome:
     spent, reserved, used, alert = ledger._spent, ledger._reserved, ledger._used, ledger._alert
+    ledger._leases -= 1
     loud = False
     i = 0
     for hold in held:
@@ -513,6 +524,7 @@ def _add(ledger: Ledger, actual: Sequence[int]) -> Outcome:
 
 def _release(ledger: Ledger, held: Sequence[int]) -> Outcome:
     reserved, used = ledger._reserved, ledger._used
+    ledger._leases -= 1
     i = 0
     for hold in held:
         reserved[i] -= hold
@@ -670,6 +682,7 @@ def _first_unfit(ledger: Ledger, amounts: Sequence[int], caps: Sequence[int]) ->
 
 def _hold(ledger: Ledger, amounts: Sequence[int]) -> None:
     reserved, used = ledger._reserved, ledger._used
+    ledger._leases += 1
     i = 0
     for amount in amounts:
         reserved[i] += amount

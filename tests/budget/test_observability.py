@@ -194,6 +194,40 @@ class TestEvents:
         [waiting] = events(logs, "budget.waiting")
         assert ({TOKENS: 4}, math.inf) == (waiting["amounts"], waiting["timeout"])
 
+    async def test_waited_says_how_the_wait_ended(self) -> None:
+        """A reservation that waited logs budget.waited when it stops: after how many
+        seconds, and whether it was cancelled, denied or granted."""
+        budget = Budget({TOKENS: 100}, name="ev")
+        holder = await budget.try_reserve(tokens=100)
+        assert holder is not None
+
+        doomed = anyio.CancelScope()
+
+        async def wait_for(tokens: int, scope: anyio.CancelScope | None = None) -> None:
+            with scope or anyio.CancelScope():
+                try:
+                    async with budget.reserve(tokens=tokens, timeout=math.inf):
+                        pass
+                except BudgetExhausted:
+                    pass
+
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_for, 30, doomed)
+                await wait_all_tasks_blocked()
+                doomed.cancel()
+                await wait_all_tasks_blocked()
+                tg.start_soon(wait_for, 60)
+                await wait_all_tasks_blocked()
+                await budget.charge(tokens=50)  # 50 spent leaves no room for 60: denied
+                await wait_all_tasks_blocked()
+                tg.start_soon(wait_for, 4)
+                await wait_all_tasks_blocked()
+                await holder.release()
+        waited = events(logs, "budget.waited")
+        assert ["cancelled", "denied", "granted"] == [event["outcome"] for event in waited]
+        assert all(event["seconds"] >= 0 and event["budget"] == "ev" for event in waited)
+
     async def test_debug_events_are_skipped_while_unconfigured(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:

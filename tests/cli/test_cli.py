@@ -7,6 +7,7 @@ import json
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -88,6 +89,7 @@ class TestHelp:
             ("show", "--redis"),
             ("reset", "--yes"),
             ("set-limit", "--warn"),
+            ("metrics", "--port"),
         ):
             assert main([command, "--help"]) == 0
             assert option in capsys.readouterr().out
@@ -125,6 +127,9 @@ class TestBadUsage:
             (["set-limit", "b", "tokens", "-5", "--yes"], "is not an amount"),
             (["set-limit", "b", "tokens", "$5", "--yes"], "'tokens' is not 'cost_micros'"),
             (["show", "b", "--redis", "nonsense://x"], "invalid Redis URL"),
+            (["metrics", "--port", "x"], "invalid int value"),
+            (["metrics", "--timeout", "-1"], "between 0 and 3600"),
+            (["metrics", "--redis", "nonsense://x"], "invalid Redis URL"),
         ],
     )
     def test_exit_2_with_a_clear_message(
@@ -272,6 +277,7 @@ class TestUnreachableRedis:
             ["reset", "b", "--yes", "--redis", UNREACHABLE],
             ["set-limit", "b", "tokens", "5", "--yes", "--redis", UNREACHABLE],
             ["demo", "--agents", "2", "--redis", UNREACHABLE],
+            ["metrics", "--port", "0", "--redis", UNREACHABLE],
         ],
     )
     def test_one_line_and_exit_1(self, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
@@ -494,6 +500,21 @@ class TestWithRedis:
 
 
 @pytest.mark.redis
+@pytest.mark.redis
+class TestMetricsWithRedis:
+    def test_a_port_in_use_is_one_line_and_exit_1(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str]
+    ) -> None:
+        """metrics on a port something already listens on: exit 1, one line."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = str(taken.getsockname()[1])
+            assert main(["metrics", "--port", port, *redis_args]) == 1
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"aiobudget: error: cannot listen on 127.0.0.1 port {port}: ")
+
+
 class TestDemoWithRedis:
     def test_demo_across_processes(
         self, capsys: pytest.CaptureFixture[str], redis_args: list[str]

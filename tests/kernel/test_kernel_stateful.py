@@ -81,6 +81,7 @@ class Level:
     # Leases that were open when a limit of this level was lowered: until they close, a
     # reset cannot make the level guarded again (they may hold more than the new limit).
     tainted: set[int] = field(default_factory=set)
+    held: int = 0  # open leases holding budget at this level
 
     def verdict(self) -> Verdict:
         for dim, line in self.lines.items():
@@ -104,6 +105,7 @@ class Level:
                 for dim, line in self.lines.items()
             },
             verdict=self.verdict(),
+            held=self.held,
         )
 
 
@@ -226,6 +228,7 @@ class KernelMachine(RuleBasedStateMachine):
             return
         held = {level.name: {dim: amounts.get(dim, 0) for dim in level.lines} for level in levels}
         for level in levels:
+            level.held += 1
             for dim, line in level.lines.items():
                 line.reserved += held[level.name][dim]
         assert isinstance(result, Lease)
@@ -245,6 +248,8 @@ class KernelMachine(RuleBasedStateMachine):
         self.closed.append(lease)
         for level in self.levels:
             level.tainted.discard(model.id)
+        for level in model.levels:
+            level.held -= 1
         return lease, model, leaf
 
     @precondition(lambda self: self.open)

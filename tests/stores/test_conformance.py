@@ -3,6 +3,7 @@ against deliberately broken stores, to show it can fail."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ import anyio
 import pytest
 
 from aiobudget import MemoryStore, ReservationClosed
-from aiobudget.kernel import Denial, Limit, Outcome
+from aiobudget.kernel import Denial, Limit, Outcome, Snapshot
 from aiobudget.protocols import Account, Held, Store
 from aiobudget.testing import CHECKS, TIME_LIMIT, Check, StoreFactory, check_store
 
@@ -164,6 +165,20 @@ class DeafAccount(AsyncAccount):
         return result
 
 
+class UncountingAccount(AsyncAccount):
+    """Snapshots that never count live reservations."""
+
+    async def snapshot(self) -> Snapshot:
+        return dataclasses.replace(await self.inner.snapshot(), held=0)
+
+
+class QueueBlindAccount(AsyncAccount):
+    """Snapshots that never count queued reservations."""
+
+    async def snapshot(self) -> Snapshot:
+        return dataclasses.replace(await self.inner.snapshot(), waiting=0)
+
+
 def broken(account: type[AsyncAccount]) -> type[AsyncOnlyStore]:
     """An `AsyncOnlyStore` whose accounts are *account*."""
     return type(f"{account.__name__}Store", (AsyncOnlyStore,), {"account_class": account})
@@ -232,6 +247,10 @@ BROKEN = [
     ),
     pytest.param(broken(FloatAccount), "totals_are_exact_and_saturate", id="float"),
     pytest.param(broken(QuietAccount), "crossings_are_announced_once", id="quiet"),
+    pytest.param(broken(UncountingAccount), "snapshot_counts_held_reservations", id="uncounting"),
+    pytest.param(
+        broken(QueueBlindAccount), "snapshot_counts_waiting_reservations", id="queue-blind"
+    ),
     pytest.param(UnsharedStore, "budgets_with_one_name_share_counters", id="unshared"),
     pytest.param(OrphanStore, "children_apply_to_every_level", id="orphan"),
     pytest.param(StubbornStore, "other_limits_need_update_limits", id="stubborn"),

@@ -5,6 +5,7 @@
     aiobudget show NAME [--json]          limits, spent, reserved, remaining, verdict
     aiobudget reset NAME [--yes]          a new period: spent goes to 0
     aiobudget set-limit NAME DIM VALUE [--yes]
+    aiobudget metrics [--port N]          Prometheus metrics of budgets in Redis
 
 The demo never calls a model: agents are simulated (random latency with `anyio.sleep`,
 random usage), so it runs offline and in seconds. Built on `argparse` alone: a library
@@ -30,6 +31,7 @@ from ._common import (
     positive,
     seconds,
 )
+from ._metrics import add_metrics_command
 
 __all__ = ["main"]
 
@@ -214,6 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     set_limit.add_argument("--headroom", help="new headroom (default: keep)")
     set_limit.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     set_limit.set_defaults(run=cmd_set_limit)
+    add_metrics_command(commands)
     return parser
 
 

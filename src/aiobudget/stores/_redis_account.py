@@ -370,7 +370,8 @@ def _head(tree: tuple[str, str], levels: tuple[Level, ...]) -> tuple[bytes, ...]
 
 
 def snapshot_of(level: Level, reply: list[Any]) -> Snapshot:
-    """A `Snapshot` from the snapshot script's reply ``[OK, spec, spent, reserved, code]``."""
+    """A `Snapshot` from the snapshot script's reply ``[OK, spec, spent, reserved, code,
+    held, waiting]``."""
     limits = parse_spec(text(reply[1]))
     dims = level.dims
     spent = tuple(map(int, text(reply[2]).split(",")))
@@ -382,4 +383,6 @@ def snapshot_of(level: Level, reply: list[Any]) -> Snapshot:
         reserved=MappingProxyType(dict(zip(dims, reserved))),
         remaining=MappingProxyType(dict(zip(dims, remaining))),
         verdict=level.verdicts[int(reply[4])],
+        held=int(reply[5]),
+        waiting=int(reply[6]),
     )

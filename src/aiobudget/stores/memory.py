@@ -360,11 +360,12 @@ class MemoryAccount:
             return outcome
 
     async def snapshot(self) -> Snapshot:
-        """The budget's own counters."""
+        """The budget's own counters, and its live and queued reservations."""
         with self._lock:
             if self._store._deadlines:
                 self._store._expire()
-            return self._chain.leaf.snapshot()
+            leaf = self._chain.leaf
+            return leaf.snapshot(waiting=self._queue.waiting_at(leaf))
 
     async def reset(self) -> Outcome:
         """A new period: ``spent`` goes to 0."""

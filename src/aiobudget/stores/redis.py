@@ -64,19 +64,20 @@ import contextlib
 import math
 import threading
 from typing import TYPE_CHECKING, Any, Final, final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .._errors import BudgetError, InvalidLimits
 from ..kernel import Ledger, Limit
-from ._redis_account import RedisAccount, RedisHeld
+from ._redis_account import RedisAccount, RedisHeld, snapshot_of
 from ._redis_keys import Level, escape, parse_spec
 from ._redis_scripts import backend_errors, require_redis, run, scripts, text
 from ._redis_wait import Listener
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Mapping
     from types import TracebackType
 
+    from ..kernel import Snapshot
     from ..protocols import Account
 
 __all__ = ["RedisStore"]
@@ -262,6 +263,36 @@ class RedisStore:
             spec = await self._client().hget(key, "spec")
         return None if spec is None else parse_spec(text(spec))
 
+    async def names(self) -> AsyncIterator[str]:
+        """The names of the top-level budgets under this store's prefix, each once, in no
+        particular order. Found with SCAN (incrementally, never KEYS), whose cost grows
+        with every key of the database, not only aiobudget's: about one round trip per
+        1,000 keys. Unnamed (private) budgets and children are not listed."""
+        pattern = _glob(self._prefix) + ":{*}:s"
+        start = len(self._prefix) + 2  # past "<prefix>:{"
+        seen: set[str] = set()
+        with backend_errors("scanning for budgets"):
+            found = self._client().scan_iter(match=pattern, count=1000)
+            async for key in found:
+                escaped = text(key)[start:-3]  # between the braces of "...:{name}:s"
+                if escaped in seen or escaped.startswith("%anon-"):
+                    continue
+                seen.add(escaped)
+                yield "" if escaped == "%" else unquote(escaped)
+
+    async def read(self, name: str) -> Snapshot | None:
+        """The snapshot of the top-level budget *name* as stored, or ``None`` when there
+        is no such budget. Reads only: unlike ``Budget(...).snapshot()`` it needs no
+        limits and never creates the budget (for tools and metrics)."""
+        base = f"{self._prefix}:{{{escape(name)}}}"
+        keys = [f"{base}:t", f"{base}:s", f"{base}:l", f"{base}:e", f"{base}:w"]
+        header = ["1", f"{base}:wake", "-", ""]  # one level, no limits check (as sweep)
+        reply = await run(self._client(), scripts()["snapshot"], 5, [*keys, *header], [])
+        if text(reply[0]) == "NOBUDGET":
+            return None
+        level = Level(base, name, parse_spec(text(reply[1])), update=False)
+        return snapshot_of(level, reply)
+
     async def aclose(self) -> None:
         """Stop listening and close the client this store made for the running loop."""
         state = self._state()
@@ -342,6 +373,11 @@ async def _close_at_shutdown(store: RedisStore, state: _LoopState) -> AsyncGener
     finally:
         store._forget_state(state)
         await state.close()
+
+
+def _glob(text: str) -> str:
+    """*text* as a literal in a Redis MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _mask(url: str) -> str:

@@ -43,7 +43,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 # The checks register themselves, in this order, when their modules are imported.
-from . import _accounting, _sharing  # noqa: F401
+from . import _accounting, _sharing, _statistics  # noqa: F401
 from ._harness import REGISTERED, TIME_LIMIT, Check, StoreFactory
 
 if TYPE_CHECKING:
