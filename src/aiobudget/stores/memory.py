@@ -3,22 +3,28 @@
 The lock is a `threading.Lock` that guards only synchronous kernel calls and is never
 held across an await, so one store is safe from many tasks, many threads and several
 event loops at once, and never blocks an event loop for longer than an O(dims) update.
+
+Budgets with a period roll over inside the first operation (or snapshot) at or after a
+boundary of the store's clock: `MemoryAccount._roll`, called under the lock as each
+operation enters, before its kernel call.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import TYPE_CHECKING, final
 
 import anyio
 
 from .._errors import InvalidLimits, LimitsMismatch, ReservationClosed
+from .._period import Period, announce_closed
 from .._waiters import Waiter, WaitQueue
-from ..kernel import Chain, Denial, Lease, Ledger, Limit, Outcome, Snapshot
+from ..kernel import Chain, Denial, Lease, Ledger, Limit, Outcome, Snapshot, from_micros
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from ..protocols import Account, Held
 
@@ -31,19 +37,31 @@ class MemoryStore:
 
     Budgets opened with the same name (under the same parent) share their counters, as
     they would in Redis; an unnamed budget is private to its `Budget` object.
+
+    *clock* returns the time as POSIX seconds (`time.time`, the default): it decides
+    when budgets with a period roll over. Tests inject one they can move.
     """
 
-    __slots__ = ("_lock", "_named", "_orphans")
+    __slots__ = ("_clock", "_lock", "_named", "_orphans", "_periodic")
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a callable returning POSIX seconds, not {clock!r}")
+        self._clock: Callable[[], float] = time.time if clock is None else clock
         self._lock = threading.Lock()
-        self._named: dict[tuple[int, str], tuple[Ledger, Chain, WaitQueue]] = {}
+        self._named: dict[tuple[int, str], tuple[Ledger, Chain, WaitQueue, _Schedules]] = {}
         # Reservations garbage-collected while the lock was held, refunded at the next
         # operation: a finalizer must never wait for a lock its own thread may hold.
         self._orphans: list[tuple[Lease, WaitQueue]] = []
+        self._periodic = False  # whether any budget here ever had a period
 
     def __repr__(self) -> str:
         return f"<MemoryStore budgets={len(self._named)}>"
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The store's clock: POSIX seconds, `time.time` unless another was given."""
+        return self._clock
 
     def open(
         self,
@@ -52,16 +70,19 @@ class MemoryStore:
         *,
         parent: Account | None = None,
         update_limits: bool = False,
+        period: Period | None = None,
     ) -> MemoryAccount:
         """The account of budget *name* below *parent* (see `aiobudget.protocols.Store`)."""
         if parent is not None and not (isinstance(parent, MemoryAccount) and parent._store is self):
             raise InvalidLimits("a child budget must live in the same store as its parent")
+        if period is not None and not isinstance(period, Period):
+            raise InvalidLimits(f"period must be a Period or None, not {period!r}")
         parent_chain = parent._chain if parent is not None else None
         with self._lock:
             key = (id(parent_chain.leaf) if parent_chain else 0, name) if name is not None else None
             found = self._named.get(key) if key is not None else None
             if found is not None:
-                ledger, chain, queue = found
+                ledger, chain, queue, schedules = found
                 given = {dim: Limit.of(limit) for dim, limit in limits.items()}
                 stored = dict(zip(ledger.dims, ledger.limits))
                 # Order matters too: it decides which dimension a verdict names.
@@ -77,26 +98,60 @@ class MemoryStore:
                     # reports any crossing the new limits cause.
                     ledger.set_limits(given, report=False)
                     _wake(queue)
-                return MemoryAccount(self, chain, queue)
+                own = schedules[0]
+                if own.period != period:
+                    if not update_limits:
+                        raise LimitsMismatch(
+                            budget=str(name), stored=own.period, given=period, what="period"
+                        )
+                    own.change(period)
+                    self._periodic = self._periodic or period is not None
+                return MemoryAccount(self, chain, queue, schedules)
             ledger = Ledger(limits, name=name)
             chain = Chain((ledger, *parent_chain.ledgers) if parent_chain else (ledger,))
             queue = parent._queue if parent is not None else WaitQueue()
+            schedules = (_Schedule(ledger, period), *(parent._schedules if parent else ()))
+            self._periodic = self._periodic or period is not None
             if key is not None:
-                self._named[key] = (ledger, chain, queue)
-            return MemoryAccount(self, chain, queue)
+                self._named[key] = (ledger, chain, queue, schedules)
+            return MemoryAccount(self, chain, queue, schedules)
+
+
+@final
+class _Schedule:
+    """The period of one budget of a store, and when its current window ends."""
+
+    __slots__ = ("end", "ledger", "period")
+
+    def __init__(self, ledger: Ledger, period: Period | None) -> None:
+        self.ledger = ledger
+        self.period = period
+        self.end = -1  # microseconds; below any clock reading: the window is looked up first
+
+    def change(self, period: Period | None) -> None:
+        """Another period (update_limits): what was spent carries into its window."""
+        self.period = period
+        self.ledger.set_window(None)
+        self.end = -1
+
+
+_Schedules = tuple[_Schedule, ...]
 
 
 @final
 class MemoryAccount:
     """One budget in a `MemoryStore`. Implements `aiobudget.protocols.LocalAccount`."""
 
-    __slots__ = ("_chain", "_lock", "_queue", "_store")
+    __slots__ = ("_chain", "_lock", "_queue", "_schedules", "_store")
 
-    def __init__(self, store: MemoryStore, chain: Chain, queue: WaitQueue) -> None:
+    def __init__(
+        self, store: MemoryStore, chain: Chain, queue: WaitQueue, schedules: _Schedules
+    ) -> None:
         self._store = store
         self._lock = store._lock
         self._chain = chain
         self._queue = queue
+        self._schedules = schedules  # one per level of the chain, leaf first
 
     def __repr__(self) -> str:
         return f"<MemoryAccount {self._chain.leaf!r}>"
@@ -123,6 +178,28 @@ class MemoryAccount:
                 lease.release()
                 _wake(queue)
 
+    def _roll(self) -> None:
+        """Close every window of the chain that the store's clock has left. Called under
+        the lock as an operation enters the store, before its kernel call, so the roll is
+        atomic with the operation and happens exactly once per boundary."""
+        now = None
+        for schedule in self._schedules:
+            period = schedule.period
+            if period is None:
+                continue
+            if now is None:
+                now = round(self._store._clock() * 1_000_000)
+            if now < schedule.end:
+                continue
+            ledger = schedule.ledger
+            closed = ledger.roll(*period.window_us(now))
+            schedule.end = ledger.window[1] if ledger.window is not None else -1
+            if closed is not None:
+                # Logged under the lock, so it precedes every event of the new window.
+                announce_closed(closed)
+                if self._queue:
+                    self._queue.grant()  # spent fell: waiters may fit now
+
     # -- synchronous core --------------------------------------------------------------
 
     def _try(self, amounts: tuple[int, ...], use_headroom: bool) -> Lease | Denial:
@@ -141,6 +218,8 @@ class MemoryAccount:
     def reserve_nowait(self, amounts: tuple[int, ...], *, use_headroom: bool) -> Lease | Denial:
         """Reserve without waiting."""
         with self._lock:
+            if self._store._periodic:
+                self._roll()
             if self._store._orphans:
                 self._drain_orphans()
             return self._try(amounts, use_headroom)
@@ -149,6 +228,8 @@ class MemoryAccount:
         """Settle *held* with *actual*, and hand what it freed to waiters."""
         lease = held if type(held) is Lease else _lease(held)
         with self._lock:
+            if self._store._periodic:
+                self._roll()
             outcome = lease.settle(actual)
             if self._queue._queue:
                 _wake(self._queue)
@@ -157,6 +238,8 @@ class MemoryAccount:
     def release_nowait(self, held: Held) -> Outcome:
         """Give *held* back, and hand it to waiters."""
         with self._lock:
+            if self._store._periodic:
+                self._roll()
             outcome = _lease(held).release()
             if self._queue:
                 self._queue.grant()  # a refund rules nobody out: no impossibility scan
@@ -183,6 +266,8 @@ class MemoryAccount:
     ) -> Lease | Denial:
         """Reserve, waiting up to *timeout* seconds (first come, first served)."""
         with self._lock:
+            if self._store._periodic:
+                self._roll()
             if self._store._orphans:
                 self._drain_orphans()
             result = self._try(amounts, use_headroom)
@@ -233,6 +318,8 @@ class MemoryAccount:
     async def charge(self, amounts: tuple[int, ...], *, strict: bool) -> Outcome:
         """Add *amounts* to ``spent`` (see `aiobudget.kernel.Chain.charge`)."""
         with self._lock:
+            if self._store._periodic:
+                self._roll()
             outcome = self._chain.charge(amounts, strict=strict)
             _wake(self._queue)  # waiting may have become useless
             return outcome
@@ -240,11 +327,15 @@ class MemoryAccount:
     async def snapshot(self) -> Snapshot:
         """The budget's own counters."""
         with self._lock:
+            if self._store._periodic:
+                self._roll()
             return self._chain.leaf.snapshot()
 
     async def reset(self) -> Outcome:
         """A new period: ``spent`` goes to 0."""
         with self._lock:
+            if self._store._periodic:
+                self._roll()
             outcome = self._chain.leaf.reset()
             self._queue.grant()
             return outcome
@@ -252,6 +343,8 @@ class MemoryAccount:
     async def set_limits(self, limits: Mapping[str, Limit]) -> Outcome:
         """New limits for the same dimensions."""
         with self._lock:
+            if self._store._periodic:
+                self._roll()
             outcome = self._chain.leaf.set_limits(limits)
             _wake(self._queue)
             return outcome
@@ -278,4 +371,15 @@ def _queued(chain: Chain, level: int, amounts: tuple[int, ...]) -> Denial:
     i = max(range(len(held)), key=held.__getitem__)  # name the largest ask
     dim = ledger.dims[i]
     remaining = ledger.remaining(i)
-    return Denial(ledger.name, level, dim, held[i], remaining, impossible=False, queued=True)
+    window = ledger.window
+    resets_at = None if window is None else from_micros(window[1])
+    return Denial(
+        ledger.name,
+        level,
+        dim,
+        held[i],
+        remaining,
+        impossible=False,
+        queued=True,
+        resets_at=resets_at,
+    )

@@ -5,6 +5,7 @@
 
 local refusal = load_all()
 if refusal then return refusal end
+local rolled = roll() if rolled then return rolled end
 reclaim_all()
 local v = L[1]
 return done({'OK', v.spec, join(v.spent), join(v.res), code(v)})
