@@ -82,7 +82,7 @@ from ._redis_scripts import backend_errors, require_redis, run, scripts, text
 from ._redis_wait import Listener
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping
+    from collections.abc import AsyncGenerator, Callable, Mapping
     from types import TracebackType
 
     from ..protocols import Account
@@ -196,6 +196,16 @@ class RedisStore:
             f"{parent_levels[0].base}/{escaped}", name, given, update=update_limits, period=period
         )
         return RedisAccount(self, (level, *parent_levels), parent._tree)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """This process's estimate of the Redis server's clock (POSIX seconds), corrected
+        by the replies of scripts on budgets with a period. The server's clock decides
+        when a period rolls over; this one tells people when (``Retry-After``)."""
+        return self._server_time
+
+    def _server_time(self) -> float:
+        return time.time() + self._offset
 
     def _server_now(self) -> int:
         """Our estimate of the server's time, in microseconds since the Unix epoch."""
