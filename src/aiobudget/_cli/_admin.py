@@ -114,11 +114,6 @@ async def _show(args: argparse.Namespace) -> tuple[Snapshot, Period | None]:
         return await budget.snapshot(), budget.period
 
 
-async def _load(args: argparse.Namespace) -> Snapshot:
-    async with open_redis(args.redis, args.prefix) as store:
-        return await (await existing(store, args)).snapshot()
-
-
 def _confirm(args: argparse.Namespace, question: str) -> None:
     """Go on if --yes, or if a person at the terminal says yes; else stop."""
     if args.yes:
@@ -139,29 +134,34 @@ def _require_confirmation(args: argparse.Namespace) -> None:
 
 
 def _print_change(
-    args: argparse.Namespace, summary: str, before: Snapshot, after: Snapshot, **action: str
+    args: argparse.Namespace,
+    summary: str,
+    before: Snapshot,
+    after: Snapshot,
+    period: Period | None,
+    **action: str,
 ) -> None:
     """What a command changed: *action* and both snapshots as JSON with --json, else
     *summary* and the budget as it is now."""
     if args.json:
         before_json, after_json = (
-            _snapshot_json(args.name, before),
-            _snapshot_json(args.name, after),
+            _snapshot_json(args.name, before, period),
+            _snapshot_json(args.name, after, period),
         )
         print_json({**action, "before": before_json, "after": after_json})
     else:
         print(f"budget {args.name!r}: {summary}")
-        print(_snapshot_text(args.name, after, where(args)))
+        print(_snapshot_text(args.name, after, where(args), period))
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
     _require_confirmation(args)
     # Read, ask (with no connection held open while a person thinks), then act.
-    before = anyio.run(_load, args)
+    before, period = anyio.run(_show, args)
     spent = ", ".join(f"{dim} {value:,}" for dim, value in before.spent.items())
     _confirm(args, f"reset budget {args.name!r} (spent: {spent}) to 0?")
     after = anyio.run(_reset, args)
-    _print_change(args, f"spent reset to 0 (was {spent})", before, after, action="reset")
+    _print_change(args, f"spent reset to 0 (was {spent})", before, after, period, action="reset")
     return EXIT_OK
 
 
@@ -201,7 +201,7 @@ def _new_limits(args: argparse.Namespace, limits: Mapping[str, Limit]) -> dict[s
 def cmd_set_limit(args: argparse.Namespace) -> int:
     amount(args.value, "VALUE", args.dim)  # a bad value is a usage error, found before I/O
     _require_confirmation(args)
-    before = anyio.run(_load, args)
+    before, period = anyio.run(_show, args)
     new = _new_limits(args, before.limits)[args.dim]
     old = before.limits[args.dim]
     _confirm(
@@ -210,7 +210,7 @@ def cmd_set_limit(args: argparse.Namespace) -> int:
     )
     after = anyio.run(_set_limit, args)
     summary = f"{args.dim} limit {old.limit:,} -> {new.limit:,}"
-    _print_change(args, summary, before, after, action="set-limit", dim=args.dim)
+    _print_change(args, summary, before, after, period, action="set-limit", dim=args.dim)
     return EXIT_OK
 
 
