@@ -235,7 +235,7 @@ class TestDemo:
         windows = report["windows"]
         assert len(windows) >= 2
         assert windows[-1]["open"] is True
-        starts = [w["start"] for w in windows]
+        starts = [_parse(w["start"]) for w in windows]
         assert starts == sorted(set(starts))
         for dim, d in report["dims"].items():
             assert d["charged_total"] == sum(w["spent"][dim] for w in windows)
@@ -353,6 +353,10 @@ class _Terminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _z(instant: datetime) -> str:
@@ -584,3 +588,18 @@ class TestDemoWithRedis:
         _assert_sound(report)
         assert (report["store"], report["processes"]) == ("redis", 2)
         assert report["agents_completed"] + report["agents_denied"] == 8
+
+    def test_demo_that_renews_across_processes(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str]
+    ) -> None:
+        """With --period, each window is closed by one process only, and the windows add up
+        to what the agents of every process recorded."""
+        argv = [*SMALL, "--latency", "0.05", "--period", "0.2", "--processes", "2", "--json"]
+        assert main([*argv, *redis_args]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["ok"] is True
+        starts = [_parse(w["start"]) for w in report["windows"]]
+        assert len(starts) >= 2
+        assert starts == sorted(set(starts))
+        for dim, d in report["dims"].items():
+            assert d["charged_total"] == sum(w["spent"][dim] for w in report["windows"])

@@ -282,7 +282,7 @@ async def test_processes_roll_each_boundary_once(redis_url: str, redis_prefix: s
         {"start": e["period_start"], "end": e["period_end"], "spent": e["spent"]}
         for e in closed_events(logs, name)
     ]
-    windows.sort(key=lambda w: w["start"])
+    windows.sort(key=lambda w: datetime.fromisoformat(w["start"].replace("Z", "+00:00")))
     starts = [w["start"] for w in windows]
     assert len(starts) == len(set(starts)), "a window was closed twice"
     for before, after in itertools.pairwise(windows):

@@ -114,7 +114,7 @@ class Display:
                 f"  window  since {_clock(snap.period_start)}   resets in {left:4.1f}s   "
                 f"closed {len(stats.windows)}"
             )
-            for window in sorted(stats.windows, key=lambda w: w["start"])[-3:]:
+            for window in sorted(stats.windows, key=_start)[-3:]:
                 final = "  ".join(
                     f"{dim} {_value(dim, value, 4)}" for dim, value in window["spent"].items()
                 )
@@ -132,10 +132,19 @@ class Display:
         )
 
 
+def _start(window: Mapping[str, Any]) -> datetime:
+    """A window's start, for sorting (RFC 3339 text does not sort: ``12Z`` > ``12.5Z``)."""
+    return _instant(window["start"])
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _clock(instant: datetime | str) -> str:
     """An instant (a datetime, or RFC 3339 text) as local wall-clock time, to the 0.1 s."""
     if isinstance(instant, str):
-        instant = datetime.fromisoformat(instant.replace("Z", "+00:00"))
+        instant = _instant(instant)
     local = instant.astimezone()
     return local.strftime("%H:%M:%S.") + f"{local.microsecond // 100_000}"
 
@@ -166,7 +175,7 @@ def make_report(
             "refunded": stats.reserved_total[dim] - stats.charged_total[dim],
         }
     # With a period, the ledger is the closed windows plus the open one.
-    windows = sorted(stats.windows, key=lambda w: w["start"])
+    windows = sorted(stats.windows, key=_start)
     if snap.period_start is not None and snap.resets_at is not None:
         start, end = rfc3339(snap.period_start), rfc3339(snap.resets_at)
         windows.append({"start": start, "end": end, "spent": dict(snap.spent), "open": True})
