@@ -50,7 +50,7 @@ denial, for the dimension that said no). We chose these over the IETF RateLimit 
 ``RateLimit: "p";r=42;t=30``) because those describe a *rate*: a quota per time window
 that comes back by itself, with quota units from a registry ("requests",
 "content-bytes", "concurrent-requests"). An aiobudget budget is not a rate: nothing
-refills with time, and its units (tokens, micro-dollars, any name) have no registered
+refills bit by bit, and its units (tokens, micro-dollars, any name) have no registered
 unit. A client that honours the draft would read a window and a reset that do not exist
 and could wait for budget that never returns. The draft has also changed its syntax
 incompatibly between revisions (three fields became two structured ones) and is not an
