@@ -121,18 +121,25 @@ class MemoryStore:
 class _Schedule:
     """The period of one budget of a store, and when its current window ends."""
 
-    __slots__ = ("end", "ledger", "period")
+    __slots__ = ("due", "end", "ledger", "period")
 
     def __init__(self, ledger: Ledger, period: Period | None) -> None:
         self.ledger = ledger
         self.period = period
-        self.end = -1  # microseconds; below any clock reading: the window is looked up first
+        self.forget()
+
+    def forget(self) -> None:
+        """The window is to be looked up at the next operation."""
+        self.end = -1  # microseconds since the epoch, as the kernel's window
+        # A clock reading (seconds) below which no roll is due: a float compare on the
+        # hot path, a microsecond early so that rounding can never make it late.
+        self.due = -math.inf
 
     def change(self, period: Period | None) -> None:
         """Another period (update_limits): what was spent carries into its window."""
         self.period = period
         self.ledger.set_window(None)
-        self.end = -1
+        self.forget()
 
 
 _Schedules = tuple[_Schedule, ...]
@@ -142,7 +149,7 @@ _Schedules = tuple[_Schedule, ...]
 class MemoryAccount:
     """One budget in a `MemoryStore`. Implements `aiobudget.protocols.LocalAccount`."""
 
-    __slots__ = ("_chain", "_lock", "_queue", "_schedules", "_store")
+    __slots__ = ("_chain", "_clock", "_lock", "_queue", "_schedules", "_store")
 
     def __init__(
         self, store: MemoryStore, chain: Chain, queue: WaitQueue, schedules: _Schedules
@@ -152,6 +159,7 @@ class MemoryAccount:
         self._chain = chain
         self._queue = queue
         self._schedules = schedules  # one per level of the chain, leaf first
+        self._clock = store._clock
 
     def __repr__(self) -> str:
         return f"<MemoryAccount {self._chain.leaf!r}>"
@@ -188,12 +196,18 @@ class MemoryAccount:
             if period is None:
                 continue
             if now is None:
-                now = round(self._store._clock() * 1_000_000)
-            if now < schedule.end:
+                now = self._clock()
+            if now < schedule.due:
+                continue
+            at = round(now * 1_000_000)
+            if at < schedule.end:
                 continue
             ledger = schedule.ledger
-            closed = ledger.roll(*period.window_us(now))
-            schedule.end = ledger.window[1] if ledger.window is not None else -1
+            closed = ledger.roll(*period.window_us(at))
+            window = ledger.window
+            assert window is not None
+            schedule.end = window[1]
+            schedule.due = (window[1] - 1) / 1_000_000
             if closed is not None:
                 # Logged under the lock, so it precedes every event of the new window.
                 announce_closed(closed)
