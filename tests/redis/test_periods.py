@@ -10,6 +10,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,17 @@ from .test_multiprocess import _env
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 UTC = timezone.utc
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """structlog unconfigured before and after each test: capture_logs() leaves it marked
+    as configured, after which aiobudget would print its DEBUG events in later tests."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
 WORKER = Path(__file__).with_name("_periods_worker.py")
 
 

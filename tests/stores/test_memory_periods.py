@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -44,6 +45,17 @@ from aiobudget.stores.memory import MemoryAccount
 from aiobudget.testing import ManualClock
 
 UTC = timezone.utc
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """structlog unconfigured before and after each test: capture_logs() leaves it marked
+    as configured, after which aiobudget would print its DEBUG events in later tests."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
 T0 = datetime(2024, 3, 30, 20, 0, tzinfo=UTC)  # the evening before Berlin's 23-hour day
 
 

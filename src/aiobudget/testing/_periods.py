@@ -11,6 +11,8 @@ budget if the machine stalled past the next one.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
@@ -37,7 +39,7 @@ from ._harness import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 
     from ..protocols import Store
 
@@ -124,6 +126,27 @@ async def _retried(make_store: StoreFactory, body: Callable[[Store], Awaitable[N
             return
 
 
+@contextlib.contextmanager
+def _logged() -> Iterator[list[MutableMapping[str, Any]]]:
+    """aiobudget's log events (INFO and above) while the block runs; logging as it was
+    before afterwards, unconfigured included (structlog's capture_logs would leave it
+    marked as configured, and aiobudget would then print its DEBUG events)."""
+    configured, previous = structlog.is_configured(), structlog.get_config()
+    capture = structlog.testing.LogCapture()
+    structlog.configure(
+        processors=[capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield capture.entries
+    finally:
+        if configured:
+            structlog.configure(**previous)
+        else:
+            structlog.reset_defaults()
+
+
 def _closed_events(
     logs: Sequence[MutableMapping[str, Any]], name: str
 ) -> list[MutableMapping[str, Any]]:
@@ -184,7 +207,7 @@ async def period_rolls_spent_to_zero_at_each_boundary(make_store: StoreFactory) 
         name = unique_name("roll")
         budget = Budget({"tokens": 100, "calls": 10}, name=name, store=store, period=period)
         first = await clock.fresh_window(budget)
-        with structlog.testing.capture_logs() as logs:
+        with _logged() as logs:
             start, end = _expect_window("a new budget", period, first)
             if clock.manual is not None:
                 equal("the window around the clock", period.window(_BEFORE_DST), (start, end))
@@ -240,7 +263,7 @@ async def quiet_windows_are_skipped_and_the_last_active_one_reported(
         name = unique_name("quiet")
         budget = Budget({"calls": 10}, name=name, store=store, period=period)
         first = await clock.fresh_window(budget)
-        with structlog.testing.capture_logs() as logs:
+        with _logged() as logs:
             start, end = _expect_window("a new budget", period, first)
             await budget.charge(calls=4)
             await clock.same_window(budget, first)
