@@ -31,6 +31,7 @@ EXPECTED = [
     "MILLIS",
     "MemoryStore",
     "OUTPUT_TOKENS",
+    "Period",
     "Pricing",
     "RedisStore",
     "RequestLimitExceeded",

@@ -20,6 +20,7 @@ from ._errors import LimitsMismatch as LimitsMismatch
 from ._errors import RequestLimitExceeded as RequestLimitExceeded
 from ._errors import ReservationClosed as ReservationClosed
 from ._errors import UnknownDimension as UnknownDimension
+from ._period import Period as Period
 from ._pricing import Pricing as Pricing
 from ._reservation import Reservation as Reservation
 from ._seeds import TokenPool as TokenPool
@@ -62,6 +63,7 @@ __all__ = [
     "MILLIS",
     "MemoryStore",
     "OUTPUT_TOKENS",
+    "Period",
     "Pricing",
     "RedisStore",
     "RequestLimitExceeded",

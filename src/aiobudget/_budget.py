@@ -15,6 +15,7 @@ from ._errors import (
     InvalidLimits,
     RequestLimitExceeded,
 )
+from ._period import Period
 from ._reservation import OnUnrecorded, Reservation
 from ._seeds import BudgetTokens, BudgetUnits
 from ._units import Usage
@@ -43,9 +44,11 @@ class Budget:
 
     ``Budget({TOKENS: Limit(100_000, warn=80_000), COST: usd("5"), CALLS: 50})``
 
-    It is not a rate limiter: nothing refills with time; `reset` starts a new period.
-    The counters live in the *store* (a private `MemoryStore` by default; a `RedisStore`
-    shares a budget between processes).
+    It is not a rate limiter: nothing refills by itself, unless the budget has a
+    *period* (`Period`): then ``spent`` goes back to 0 at each of its boundaries ("$50 a
+    month", "200k tokens a day"). `reset` starts a new period by hand. The counters live
+    in the *store* (a private `MemoryStore` by default; a `RedisStore` shares a budget
+    between processes).
     """
 
     __slots__ = (
@@ -55,6 +58,7 @@ class Budget:
         "_on_exhausted",
         "_on_warn",
         "_parent",
+        "_period",
         "_store",
         "name",
     )
@@ -68,6 +72,7 @@ class Budget:
         on_warn: Callback | None = None,
         on_exhausted: Callback | None = None,
         update_limits: bool = False,
+        period: Period | None = None,
         _parent: Budget | None = None,
     ) -> None:
         if not isinstance(limits, Mapping):
@@ -76,16 +81,24 @@ class Budget:
             )
         if name is not None and not isinstance(name, str):
             raise InvalidLimits(f"a budget's name is a str, not {name!r}")
+        if period is not None and not isinstance(period, Period):
+            raise InvalidLimits(
+                f"period must be a Period (Period.daily(), Period.every(3600), ...), not {period!r}"
+            )
         self.name = name
         self._store: Store = store if store is not None else MemoryStore()
         self._parent = _parent
+        self._period = period
         self._on_warn = on_warn
         self._on_exhausted = on_exhausted
+        # A store that knows nothing of periods is still a store: *period* only if given.
+        extra = {} if period is None else {"period": period}
         self._account: Account = self._store.open(
             name,
             {dim: Limit.of(limit) for dim, limit in limits.items()},
             parent=_parent._account if _parent is not None else None,
             update_limits=update_limits,
+            **extra,
         )
         self._local = self._account if isinstance(self._account, LocalAccount) else None
         self._lineage: tuple[Budget, ...] = (self, *(_parent._lineage if _parent else ()))
@@ -109,6 +122,11 @@ class Budget:
     def parent(self) -> Budget | None:
         """The parent budget, for a child."""
         return self._parent
+
+    @property
+    def period(self) -> Period | None:
+        """When ``spent`` goes back to 0 by itself, as this budget was built; or None."""
+        return self._period
 
     # -- amounts ------------------------------------------------------------------------
 
@@ -288,6 +306,7 @@ class Budget:
             remaining=denial.remaining,
             budget=denial.budget,
             reason=reason,
+            resets_at=denial.resets_at,
         )
 
     # -- direct operations ----------------------------------------------------------------
@@ -362,10 +381,12 @@ class Budget:
         on_warn: Callback | None = None,
         on_exhausted: Callback | None = None,
         update_limits: bool = False,
+        period: Period | None = None,
     ) -> Budget:
         """A budget inside this one: every operation on it applies to this budget (and
         its ancestors) too, atomically. A reservation fits only if it fits at every
-        level; dimensions a parent lacks are not charged to it.
+        level; dimensions a parent lacks are not charged to it. With a *period* the
+        child renews on its own schedule, whatever its parent's.
 
         The child also has every dimension of this budget it does not name, without a
         limit of its own (``2**63 - 1``), so usage recorded on the child always reaches
@@ -384,6 +405,7 @@ class Budget:
             on_warn=on_warn,
             on_exhausted=on_exhausted,
             update_limits=update_limits,
+            period=period,
             _parent=self,
         )
 

@@ -16,12 +16,18 @@ The tree::
     └── BackendError                 the store failed (Redis unreachable, script error);
                                      never a silent allow
 
-Nothing here imports anything, so every layer (the kernel included) can raise these.
+Nothing here imports anything (but `typing`, for annotations), so every layer (the
+kernel included) can raise these.
 Context travels keyword-only and is kept on the instance, and each ``__init__`` builds
 a message a person can act on.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 __all__ = [
     "BackendError",
@@ -74,7 +80,8 @@ class BudgetExhausted(BudgetError):
 
     ``dim`` is the dimension that does not fit, ``requested`` the amount asked for,
     ``remaining`` what that request could still have had there, and ``budget`` the name
-    of the level (a parent, for a child budget) that said no.
+    of the level (a parent, for a child budget) that said no. ``resets_at`` is when that
+    level's current window ends (an aware UTC datetime) if it has a period, else None.
     """
 
     def __init__(
@@ -85,16 +92,20 @@ class BudgetExhausted(BudgetError):
         remaining: int,
         budget: str | None = None,
         reason: str | None = None,
+        resets_at: datetime | None = None,
     ) -> None:
         self.dim = dim
         self.requested = requested
         self.remaining = remaining
         self.budget = budget
         self.reason = reason
+        self.resets_at = resets_at
         where = f"budget {budget!r}" if budget is not None else "the budget"
         message = f"{where} is exhausted on {dim!r}: requested {requested}, remaining {remaining}"
         if reason:
             message = f"{message} ({reason})"
+        if resets_at is not None:
+            message = f"{message}; it resets at {resets_at.isoformat()}"
         super().__init__(message)
 
 
@@ -139,18 +150,20 @@ class ReservationClosed(BudgetError):
 
 
 class LimitsMismatch(BudgetError):
-    """A shared budget already exists in the store with other limits.
+    """A shared budget already exists in the store with other limits (or another period:
+    ``what`` is then ``"period"``).
 
     Open it with the same limits, or ask to update them.
     """
 
-    def __init__(self, *, budget: str, stored: object, given: object) -> None:
+    def __init__(self, *, budget: str, stored: object, given: object, what: str = "limits") -> None:
         self.budget = budget
         self.stored = stored
         self.given = given
+        self.what = what
         super().__init__(
-            f"budget {budget!r} already exists with limits {stored}, not {given}; "
-            "open it with the same limits or pass update_limits=True"
+            f"budget {budget!r} already exists with {what} {stored}, not {given}; "
+            f"open it with the same {what} or pass update_limits=True"
         )
 
 

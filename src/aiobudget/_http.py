@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 from ._budget import Budget
+from ._period import rfc3339
 from .kernel import check_amount, check_dim
 
 if TYPE_CHECKING:
@@ -109,13 +111,27 @@ def retry_seconds(value: object) -> str:
     return str(math.ceil(value))
 
 
+def until_reset(exc: BudgetExhausted, budget: Budget | None = None) -> str | None:
+    """The seconds until the level that denied *exc* resets (its period's window ends),
+    as a ``Retry-After`` value, by *budget*'s store clock; None without a period."""
+    if exc.resets_at is None:
+        return None
+    clock = getattr(budget.store, "clock", None) if budget is not None else None
+    now = clock() if callable(clock) else time.time()
+    return retry_seconds(max(0.0, exc.resets_at.timestamp() - now))
+
+
 async def retry_after_value(
     retry_after: float | Callable[[RequestT], float | Awaitable[float | None] | None] | None,
     request: RequestT,
+    exc: BudgetExhausted | None = None,
+    budget: Budget | None = None,
 ) -> str | None:
-    """The ``Retry-After`` of a denial of *request*, or None when it is not known."""
+    """The ``Retry-After`` of the denial *exc* of *request*, or None when it is not known:
+    as configured, or else the time until the budget resets, for a budget with a period
+    (a configured callable that returns None sends none)."""
     if retry_after is None:
-        return None
+        return None if exc is None else until_reset(exc, budget)
     if not callable(retry_after):
         return retry_seconds(retry_after)
     seconds = retry_after(request)
@@ -143,6 +159,8 @@ def denial(
         "remaining": exc.remaining,
         "budget": exc.budget,
     }
+    if exc.resets_at is not None:
+        problem["resets_at"] = rfc3339(exc.resets_at)
     fields = remaining_headers({exc.dim: exc.remaining}) if headers else {}
     if retry_after is not None:
         fields["Retry-After"] = retry_after

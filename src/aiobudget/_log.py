@@ -36,6 +36,7 @@ __all__ = [
     "LLM_ESTIMATE_INCOMPLETE",
     "LLM_STREAM_WITHOUT_USAGE",
     "OVER_REQUEST_LIMIT",
+    "PERIOD_CLOSED",
     "RELEASED",
     "RESERVED",
     "RESET",
@@ -80,6 +81,9 @@ ABANDONED: Final = "budget.abandoned"
 """A reservation was garbage-collected while still holding budget (WARNING)."""
 RESET: Final = "budget.reset"
 """``spent`` was set to 0 for a new period (INFO)."""
+PERIOD_CLOSED: Final = "budget.period_closed"
+"""A window of a budget's period closed (INFO), logged once across every process sharing
+the budget: ``period_start``, ``period_end`` (RFC 3339, UTC) and the final ``spent``."""
 LIMITS_UPDATED: Final = "budget.limits_updated"
 """The limits of a budget were changed (INFO): ``limits``."""
 BACKEND_RETRY: Final = "budget.backend_retry"

@@ -30,8 +30,9 @@ included) is charged only what it recorded.
 A denial raises `BudgetDenied`, an aiohttp HTTP exception that answers ``status_code``
 (429 by default) with the RFC 9457 problem described in `aiobudget.fastapi`
 (``application/problem+json``; ``type``, ``title``, ``status``, ``detail``, ``dim``,
-``requested``, ``remaining``, ``budget``); responses carry ``X-Budget-Remaining-<dim>``
-and, when *retry_after* is given, ``Retry-After``, for the reasons given there.
+``requested``, ``remaining``, ``budget``, and ``resets_at`` for a budget with a
+period); responses carry ``X-Budget-Remaining-<dim>`` and ``Retry-After`` as described
+there.
 
 A client that disconnects refunds the reservation when aiohttp cancels the handler,
 which it does only when asked: ``web.run_app(app, handler_cancellation=True)`` or
@@ -219,7 +220,7 @@ class _Guard:
         try:
             await held.__aenter__()
         except BudgetExhausted as exc:
-            raise await self._denied(request, exc) from exc
+            raise await self._denied(request, exc, budget) from exc
         async with held:  # entered above: this only closes it, exactly once
             remaining = await budget.remaining() if self._options.headers else {}
             outer = request.get(_KEY)
@@ -238,11 +239,13 @@ class _Guard:
             await settle_unrecorded(held, self._options.on_unrecorded)
         return response
 
-    async def _denied(self, request: web.Request, exc: BudgetExhausted) -> BudgetDenied:
+    async def _denied(
+        self, request: web.Request, exc: BudgetExhausted, budget: Budget
+    ) -> BudgetDenied:
         problem, fields = denial(
             exc,
             status_code=self._options.status_code,
-            retry_after=await retry_after_value(self._options.retry_after, request),
+            retry_after=await retry_after_value(self._options.retry_after, request, exc, budget),
             headers=self._options.headers,
         )
         return BudgetDenied(status_code=self._options.status_code, problem=problem, headers=fields)

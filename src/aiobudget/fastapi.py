@@ -50,16 +50,19 @@ denial, for the dimension that said no). We chose these over the IETF RateLimit 
 ``RateLimit: "p";r=42;t=30``) because those describe a *rate*: a quota per time window
 that comes back by itself, with quota units from a registry ("requests",
 "content-bytes", "concurrent-requests"). An aiobudget budget is not a rate: nothing
-refills with time, and its units (tokens, micro-dollars, any name) have no registered
+refills bit by bit, and its units (tokens, micro-dollars, any name) have no registered
 unit. A client that honours the draft would read a window and a reset that do not exist
 and could wait for budget that never returns. The draft has also changed its syntax
 incompatibly between revisions (three fields became two structured ones) and is not an
 RFC. Plain per-dimension integers claim nothing about time and parse with ``int()``.
 
-``Retry-After`` is sent only when it can be known, and in aiobudget nothing can know it
-by itself: budget comes back when the application resets it. Pass ``retry_after``
-(seconds, or a sync or async callable of the request returning seconds or ``None``,
-e.g. the time until your nightly `Budget.reset`) and the denial carries it.
+``Retry-After`` is sent only when it can be known. For a budget with a `Period` it is: the
+denial's problem carries ``resets_at`` (RFC 3339: when the level that said no starts a
+new window) and ``Retry-After`` the seconds until then, by the store's clock. Otherwise
+budget comes back only when the application resets it. Pass ``retry_after`` (seconds,
+or a sync or async callable of the request returning seconds or ``None``, e.g. the time
+until your nightly `Budget.reset`) and the denial carries that instead; a callable that
+returns ``None`` sends none.
 
 **A client that disconnects** while the endpoint runs gets it cancelled (uvicorn and
 other ASGI servers never cancel a request on their own), so the reservation is refunded,
@@ -98,6 +101,7 @@ from ._http import (
     resolve_budget,
     retry_after_value,
     settle_unrecorded,
+    until_reset,
 )
 from ._reservation import OnUnrecorded, Reservation
 
@@ -157,7 +161,7 @@ def install_handlers(app: Starlette, *, status_code: int = 429) -> None:
     async def exhausted(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, BudgetExhausted):  # pragma: no cover - registered for it only
             raise exc
-        denied = _denied(exc, status_code=status_code, retry_after=None, headers=True)
+        denied = _denied(exc, status_code=status_code, retry_after=until_reset(exc), headers=True)
         return await problem_response(request, denied)
 
     app.add_exception_handler(BudgetDenied, problem_response)
@@ -234,7 +238,9 @@ class BudgetDependency:
             denied = _denied(
                 exc,
                 status_code=self._options.status_code,
-                retry_after=await retry_after_value(self._options.retry_after, request),
+                retry_after=await retry_after_value(
+                    self._options.retry_after, request, exc, budget
+                ),
                 headers=self._options.headers,
             )
             _register_handler(request)

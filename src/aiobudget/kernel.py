@@ -19,6 +19,11 @@ with `Ledger.vector`.
 A `Chain` is a budget and its ancestors (leaf first). Every chain operation is atomic
 and all-or-nothing over the levels: a reservation fits only if it fits at every level.
 The caller supplies the mutual exclusion (a lock, a Lua script).
+
+Budgets that renew (`aiobudget.Period`) keep a *window* in their ledger: the store reads
+its clock and tells the ledger which window is current (`Ledger.roll`); the ledger only
+compares windows, closes the old one and starts from ``spent = 0``. Windows are pairs of
+integers, by convention microseconds since the Unix epoch.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Final, NoReturn, final
 
@@ -50,9 +56,11 @@ __all__ = [
     "Snapshot",
     "Status",
     "Verdict",
+    "Window",
     "check_amount",
     "check_dim",
     "first_over",
+    "from_micros",
 ]
 
 MAX_AMOUNT: Final = 2**63 - 1
@@ -60,6 +68,12 @@ MAX_AMOUNT: Final = 2**63 - 1
 
 _DIM_RE: Final = re.compile(r"[A-Za-z0-9_.\-]+")
 _NEVER: Final = MAX_AMOUNT + 1  # a warn level no total can reach
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def from_micros(us: int) -> datetime:
+    """Integer microseconds since the Unix epoch as an aware UTC `datetime`."""
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def check_amount(value: object, dim: str | None = None) -> int:
@@ -200,6 +214,7 @@ class Denial:
     ``impossible`` is true when ``spent`` alone rules the request out, so waiting for live
     reservations to settle cannot help. ``queued`` is true when the request would fit but
     earlier waiting reservations come first (stores set it; the kernel has no queue).
+    ``resets_at`` is when that level's current window ends, for a budget with a period.
     """
 
     budget: str | None
@@ -209,6 +224,7 @@ class Denial:
     remaining: int
     impossible: bool
     queued: bool = False
+    resets_at: datetime | None = None
 
 
 @final
@@ -216,7 +232,11 @@ class Denial:
 class Snapshot:
     """A consistent view of one budget: per dimension its `Limit`, ``spent``,
     ``reserved`` and ``remaining`` (``limit - spent - reserved``, floored at 0), the
-    budget's own `Verdict`, and how many reservations it holds and has waiting."""
+    budget's own `Verdict`, and how many reservations it holds and has waiting.
+
+    For a budget with a period, ``period_start`` is when its current window began and
+    ``resets_at`` when it ends (aware UTC datetimes); both are ``None`` otherwise.
+    """
 
     limits: Mapping[str, Limit]
     spent: Mapping[str, int]
@@ -228,6 +248,21 @@ class Snapshot:
     waiting: int = 0
     """Reservations queued here, held back by this budget (stores set it; the kernel has
     no queue)."""
+    period_start: datetime | None = None
+    resets_at: datetime | None = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window of a budget's period that closed: ``start`` and ``end`` as the store gave
+    them to `Ledger.roll` (microseconds since the Unix epoch), and the ``spent`` it
+    ended with, by dimension."""
+
+    budget: str | None
+    start: int
+    end: int
+    spent: Mapping[str, int]
 
 
 @final
@@ -252,6 +287,7 @@ class Ledger:
         "_used",
         "_verdicts",
         "_warn",
+        "_window",
         "dims",
         "limits",
         "name",
@@ -282,6 +318,7 @@ class Ledger:
         self._outcomes = tuple(Outcome(verdict) for verdict in self._verdicts)
         self._peak = 0
         self._leases = 0  # live leases holding budget here
+        self._window: tuple[int, int] | None = None
 
     def _set_caps(self) -> None:
         self._hard = tuple(limit.limit for limit in self.limits)
@@ -356,10 +393,16 @@ class Ledger:
         """This ledger's own verdict."""
         return self._verdicts[self._code()]
 
+    @property
+    def window(self) -> tuple[int, int] | None:
+        """The current window ``(start, end)`` of a budget with a period, else ``None``."""
+        return self._window
+
     def snapshot(self, *, waiting: int = 0) -> Snapshot:
         """A frozen copy of the counters; *waiting* is the store's count of queued
         reservations held back here."""
         remaining = (max(0, limit - used) for limit, used in zip(self._hard, self._used))
+        window = self._window
         return Snapshot(
             limits=MappingProxyType(dict(zip(self.dims, self.limits))),
             spent=MappingProxyType(self.mapping(self._spent)),
@@ -368,6 +411,8 @@ class Ledger:
             verdict=self.verdict(),
             held=self._leases,
             waiting=waiting,
+            period_start=None if window is None else from_micros(window[0]),
+            resets_at=None if window is None else from_micros(window[1]),
         )
 
     # -- changing ----------------------------------------------------------------------
@@ -379,6 +424,37 @@ class Ledger:
         code = self._code()
         self._peak = self._rank(code)
         return self._outcomes[code]
+
+    def roll(self, start: int, end: int) -> Window | None:
+        """The store's clock says the current window is ``[start, end)``.
+
+        The first window is adopted as it is. A window that starts at or after the end
+        of the current one closes the current one: it is returned with its final
+        ``spent``, and ``spent`` goes to 0 as with `reset` (live reservations stay
+        counted; crossings are reported again). Any other window changes nothing:
+        the same window again, or an earlier one from a clock that stepped back
+        (windows never go back, so no window is closed twice).
+        """
+        _check_window(start, end)
+        current = self._window
+        if current is None:
+            self._window = (start, end)
+            return None
+        if start < current[1]:
+            return None
+        closed = Window(
+            self.name, current[0], current[1], MappingProxyType(self.mapping(self._spent))
+        )
+        self.reset()
+        self._window = (start, end)
+        return closed
+
+    def set_window(self, window: tuple[int, int] | None) -> None:
+        """Adopt *window* without closing the current one (the period was changed or
+        removed): what was spent carries over."""
+        if window is not None:
+            _check_window(*window)
+        self._window = window
 
     def set_limits(self, limits: Mapping[str, Limit | int], *, report: bool = True) -> Outcome:
         """Replace the limits of the existing dimensions (same names, same order).
@@ -416,6 +492,11 @@ class Ledger:
         self._peak = rank
         verdict = self._verdicts[code]
         return Outcome(verdict, (Crossing(self.name, verdict),))
+
+
+def _check_window(start: object, end: object) -> None:
+    if type(start) is not int or type(end) is not int or not start < end:
+        raise ValueError(f"a window is two ints, start before end, not {(start, end)!r}")
 
 
 def _wrong_length(amounts: Sequence[int], expected: int) -> NoReturn:
@@ -641,7 +722,11 @@ class Chain:
         caps = ledger._hard if use_headroom else ledger._soft
         remaining = max(0, caps[i] - ledger._used[i])
         impossible = self.impossible(amounts, use_headroom=use_headroom)
-        return Denial(ledger.name, level, ledger.dims[i], held[i], remaining, impossible)
+        window = ledger._window
+        resets_at = None if window is None else from_micros(window[1])
+        return Denial(
+            ledger.name, level, ledger.dims[i], held[i], remaining, impossible, resets_at=resets_at
+        )
 
     def charge(self, amounts: tuple[int, ...], *, strict: bool = False) -> Outcome:
         """Add *amounts* to ``spent`` at every level.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ._period import Period
     from ._seeds import TokenReservation
     from .kernel import Denial, Limit, Outcome, Snapshot
 
@@ -142,12 +143,17 @@ class Store(Protocol):
         *,
         parent: Account | None = None,
         update_limits: bool = False,
+        period: Period | None = None,
     ) -> Account:
         """The account of budget *name* (below *parent*), created with *limits* if new.
 
         Budgets with the same name (and parent) in one store share their counters. A
         store may check the limits lazily, at the first operation, and raises
         `LimitsMismatch` when they differ from the stored ones unless *update_limits*.
+        *period* is kept with the limits and checked the same way: at each of its
+        boundaries (by the store's clock) ``spent`` goes to 0, inside the first
+        operation at or after it. `aiobudget.Budget` passes *period* only when it has
+        one, so a store without periods need not take the argument.
         """
         ...
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 import structlog
 import structlog.testing
 
-from aiobudget import CALLS, TOKENS, Budget, Limit
+from aiobudget import CALLS, TOKENS, Budget, Limit, Period
 from aiobudget._cli import main
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -230,6 +231,36 @@ class TestDemo:
         assert "budget." not in captured.err
         assert "budget." not in captured.out.replace('"budget": "demo"', "")
 
+    def test_a_budget_that_renews(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--period renews the shared budget: the report lists the windows, each closed
+        once, and checks that none was overspent and that the closed windows plus the open
+        one add up to what the agents recorded."""
+        report = _demo_json(capsys, "--latency", "0.05", "--period", "0.1", "--tokens", "12000")
+        assert report["ok"] is True
+        windows = report["windows"]
+        assert len(windows) >= 2
+        assert windows[-1]["open"] is True
+        starts = [_parse(w["start"]) for w in windows]
+        assert starts == sorted(set(starts))
+        for dim, d in report["dims"].items():
+            assert d["charged_total"] == sum(w["spent"][dim] for w in windows)
+            assert all(w["spent"][dim] <= d["limit"] for w in windows)
+
+    def test_a_budget_that_renews_in_text(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The text report shows the windows of the period and the per-window checks."""
+        assert main([*SMALL, "--latency", "0.05", "--period", "0.1"]) == 0
+        out = capsys.readouterr().out
+        assert "windows closed" in out
+        assert "windows of the period (each closed once, by one process)" in out
+        assert "(open)" in out
+        assert "ok   no window was overspent" in out
+        assert "ok   the closed windows' spent plus the open one's equal" in out
+
+    def test_period_must_be_positive(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--period 0 is a usage error."""
+        assert main([*SMALL, "--period", "0"]) == 2
+        assert "--period must be a positive number of seconds" in capsys.readouterr().err
+
     def test_live_display_on_a_terminal(self) -> None:
         """On a terminal the demo redraws a block in place with ANSI codes, then prints
         the report; the cursor is hidden during the redraws and shown again."""
@@ -330,8 +361,24 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _put(url: str, prefix: str, name: str, limits: Mapping[str, Limit | int], **spent: int) -> None:
-    """Create budget *name* in Redis and charge *spent*."""
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _z(instant: datetime) -> str:
+    return instant.isoformat().replace("+00:00", "Z")
+
+
+def _put(
+    url: str,
+    prefix: str,
+    name: str,
+    limits: Mapping[str, Limit | int],
+    *,
+    period: Period | None = None,
+    **spent: int,
+) -> None:
+    """Create budget *name* in Redis (with *period*) and charge *spent*."""
     from redis.asyncio import Redis
 
     from aiobudget.stores.redis import RedisStore
@@ -339,7 +386,8 @@ def _put(url: str, prefix: str, name: str, limits: Mapping[str, Limit | int], **
     async def go() -> None:
         client = Redis.from_url(url)
         try:
-            budget = Budget(limits, name=name, store=RedisStore(client, prefix=prefix))
+            store = RedisStore(client, prefix=prefix)
+            budget = Budget(limits, name=name, store=store, period=period)
             await budget.charge(spent)
         finally:
             await client.aclose()
@@ -392,6 +440,9 @@ class TestWithRedis:
         assert code == 0
         assert shown == {
             "name": "tenant-7",
+            "period": None,
+            "period_start": None,
+            "resets_at": None,
             "dims": {
                 "tokens": {
                     "limit": 10_000,
@@ -422,6 +473,38 @@ class TestWithRedis:
         assert "budget 'tenant-7'" in out
         assert re.search(r"tokens\s+10,000\s+8,000\s+0\s+1,200\s+0\s+8,800", out)
         assert "verdict: continue" in out
+
+    def test_show_a_budget_with_a_period(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        redis_url: str,
+        redis_prefix: str,
+        redis_args: list[str],
+    ) -> None:
+        """show prints the period, when the window began and when it resets; --json
+        gives them in RFC 3339."""
+        monthly = Period.monthly(tz="Europe/Berlin")
+        _put(redis_url, redis_prefix, "key-7", {CALLS: 300}, period=monthly, calls=20)
+        assert main(["show", "key-7", *redis_args]) == 0
+        out = capsys.readouterr().out
+        start, end = monthly.window(datetime.now(timezone.utc))
+        assert (
+            f"period: monthly on day 1 at 00:00 (Europe/Berlin); this window began "
+            f"{_z(start)}, resets at {_z(end)} (in " in out
+        )
+        code, shown = self._show(capsys, redis_args, "key-7")
+        assert 0 == code
+        assert ("monthly on day 1 at 00:00 (Europe/Berlin)", _z(start), _z(end)) == (
+            shown["period"],
+            shown["period_start"],
+            shown["resets_at"],
+        )
+        # reset and set-limit open it as stored, period included.
+        assert main(["set-limit", "key-7", "calls", "400", "--yes", *redis_args]) == 0
+        assert "period: monthly on day 1" in capsys.readouterr().out
+        assert main(["reset", "key-7", "--yes", *redis_args]) == 0
+        capsys.readouterr()
+        assert 400 == self._show(capsys, redis_args, "key-7")[1]["dims"]["calls"]["limit"]
 
     def test_show_unknown_budget(
         self, capsys: pytest.CaptureFixture[str], redis_args: list[str]
@@ -526,3 +609,18 @@ class TestDemoWithRedis:
         _assert_sound(report)
         assert (report["store"], report["processes"]) == ("redis", 2)
         assert report["agents_completed"] + report["agents_denied"] == 8
+
+    def test_demo_that_renews_across_processes(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str]
+    ) -> None:
+        """With --period, each window is closed by one process only, and the windows add up
+        to what the agents of every process recorded."""
+        argv = [*SMALL, "--latency", "0.05", "--period", "0.2", "--processes", "2", "--json"]
+        assert main([*argv, *redis_args]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["ok"] is True
+        starts = [_parse(w["start"]) for w in report["windows"]]
+        assert len(starts) >= 2
+        assert starts == sorted(set(starts))
+        for dim, d in report["dims"].items():
+            assert d["charged_total"] == sum(w["spent"][dim] for w in report["windows"])

@@ -10,8 +10,10 @@ once one exists. aiohttp runs on asyncio only, so this module does too.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
@@ -24,8 +26,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 import aiobudget
-from aiobudget import CALLS, TOKENS, Budget, MemoryStore, Reservation, Store
+from aiobudget import CALLS, TOKENS, Budget, MemoryStore, Period, Reservation, Store
 from aiobudget.aiohttp import PROBLEM_TYPE, budget_middleware, budgeted, reservation
+from aiobudget.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -322,6 +325,43 @@ class TestDenial:
             denied = await client.get("/work")
         assert (200, 429) == (ok.status, denied.status)
         assert not any(k.lower().startswith("x-budget-") for k in {*ok.headers, *denied.headers})
+
+
+class TestPeriodDenial:
+    """A denial on a budget with a period says when it resets (SPEC "Periods")."""
+
+    async def test_resets_at_and_retry_after(self) -> None:
+        """The problem carries resets_at and Retry-After (by the store's clock), unless
+        retry_after is configured; after the boundary the request is served."""
+        clock = ManualClock(datetime(2024, 6, 1, 23, 59, tzinfo=timezone.utc))
+        budget = Budget(
+            {CALLS: 1}, name="alice", store=MemoryStore(clock=clock), period=Period.daily()
+        )
+        computed = guarded_app(budget_middleware(lambda r: budget, calls=1))
+        fixed = guarded_app(budget_middleware(lambda r: budget, retry_after=3, calls=1))
+        async with in_process(computed) as client:
+            await client.get("/work")
+            denied = await client.get("/work")
+            body = await assert_problem(denied, status=429, dim=CALLS, budget="alice")
+            assert ("2024-06-02T00:00:00Z", "60") == (
+                body["resets_at"],
+                denied.headers["Retry-After"],
+            )
+        async with in_process(fixed) as client:
+            assert "3" == (await client.get("/work")).headers["Retry-After"]
+            clock.advance(60)
+            assert 200 == (await client.get("/work")).status
+
+    async def test_any_store(self, store: Store) -> None:
+        """In memory and in Redis, Retry-After is at most the period."""
+        name = "p-" + uuid.uuid4().hex[:6]
+        budget = Budget({CALLS: 1}, name=name, store=store, period=Period.every(3600))
+        await budget.charge(calls=1)
+        async with in_process(guarded_app(budget_middleware(lambda r: budget, calls=1))) as client:
+            denied = await client.get("/work")
+            body = await assert_problem(denied, status=429, dim=CALLS, budget=name)
+            assert 0 < int(denied.headers["Retry-After"]) <= 3600
+        assert body["resets_at"].endswith("Z")
 
 
 class TestRemainingHeaders:

@@ -13,8 +13,10 @@ FastAPI and uvicorn run on asyncio only, so this module does too.
 
 import json
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import anyio
@@ -28,7 +30,16 @@ from fastapi.responses import JSONResponse
 from structlog.testing import capture_logs
 
 import aiobudget
-from aiobudget import CALLS, TOKENS, Budget, BudgetExhausted, MemoryStore, Reservation, Store
+from aiobudget import (
+    CALLS,
+    TOKENS,
+    Budget,
+    BudgetExhausted,
+    MemoryStore,
+    Period,
+    Reservation,
+    Store,
+)
 from aiobudget.fastapi import (
     PROBLEM_TYPE,
     BudgetDenied,
@@ -36,6 +47,7 @@ from aiobudget.fastapi import (
     install_handlers,
     reservation,
 )
+from aiobudget.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -405,6 +417,73 @@ class TestDenial:
             response = await client.get("/")
         assert_problem(response, status=402, dim=TOKENS, budget="tokens")
         assert ({CALLS: 0}, {CALLS: 0}) == await state(outer)
+
+
+class TestPeriodDenial:
+    """A denial on a budget with a period says when it resets (SPEC "Periods")."""
+
+    async def test_resets_at_and_retry_after(self) -> None:
+        """The problem carries resets_at (RFC 3339) and Retry-After the seconds until
+        then, by the store's clock; after the boundary the request is served."""
+        clock = ManualClock(datetime(2024, 6, 1, 23, 58, 59, 500_000, tzinfo=timezone.utc))
+        budget = Budget(
+            {CALLS: 1}, name="alice", store=MemoryStore(clock=clock), period=Period.daily()
+        )
+        async with client_for(budget_app(BudgetDependency(lambda r: budget, calls=1))) as client:
+            await client.get("/work")
+            denied = await client.get("/work")
+            clock.advance(61)
+            served = await client.get("/work")
+        assert_problem(denied, status=429, dim=CALLS, budget="alice")
+        assert "2024-06-02T00:00:00Z" == denied.json()["resets_at"]
+        assert "61" == denied.headers["retry-after"]  # 60.5 s, rounded up
+        assert 200 == served.status_code
+
+    async def test_configured_retry_after_wins(self) -> None:
+        """A configured retry_after replaces the computed one; a callable returning None
+        sends none; resets_at is in the problem either way."""
+        clock = ManualClock(datetime(2024, 6, 1, 12, tzinfo=timezone.utc))
+        budget = Budget({CALLS: 0}, store=MemoryStore(clock=clock), period=Period.daily())
+        fixed = BudgetDependency(lambda r: budget, retry_after=5, calls=1)
+        none = BudgetDependency(lambda r: budget, retry_after=lambda r: None, calls=1)
+        async with client_for(budget_app(fixed)) as client:
+            five = await client.get("/work")
+        async with client_for(budget_app(none)) as client:
+            silent = await client.get("/work")
+        assert "5" == five.headers["retry-after"]
+        assert "retry-after" not in silent.headers
+        assert ["2024-06-02T00:00:00Z"] * 2 == [r.json()["resets_at"] for r in (five, silent)]
+
+    async def test_any_store(self, store: Store) -> None:
+        """In memory and in Redis, Retry-After is at most the period and resets_at is when
+        the window ends."""
+        budget = Budget(
+            {CALLS: 1}, name="p-" + uuid.uuid4().hex[:6], store=store, period=Period.every(3600)
+        )
+        await budget.charge(calls=1)
+        async with client_for(budget_app(BudgetDependency(lambda r: budget, calls=1))) as client:
+            denied = await client.get("/work")
+        resets_at = (await budget.snapshot()).resets_at
+        assert resets_at is not None
+        assert resets_at.isoformat().replace("+00:00", "Z") == denied.json()["resets_at"]
+        assert 0 < int(denied.headers["retry-after"]) <= 3600
+
+    async def test_an_escaped_denial_says_when_too(self) -> None:
+        """install_handlers answers an escaped BudgetExhausted of a budget with a period
+        with resets_at and Retry-After as well."""
+        inner = Budget({TOKENS: 10}, name="tokens", period=Period.every(600))
+        app = FastAPI()
+        install_handlers(app)
+
+        @app.get("/")
+        async def root() -> None:
+            async with inner.reserve(tokens=50):
+                pass  # pragma: no cover - the reservation does not fit
+
+        async with client_for(app) as client:
+            response = await client.get("/")
+        assert "resets_at" in response.json()
+        assert 0 < int(response.headers["retry-after"]) <= 600
 
 
 class TestRemainingHeaders:

@@ -3,7 +3,7 @@
 ``make_store`` is a factory of fresh stores (`aiobudget.testing.StoreFactory`), so a test
 can open as many stores as it likes. The kinds:
 
-- ``memory``: `MemoryStore`, the default store.
+- ``memory``: `MemoryStore`, the default store, on a `ManualClock` (period checks move it).
 - ``memory-async``: a `MemoryStore` seen only through the async `Account` protocol, so
   `Budget` takes the awaiting path a networked store (Redis) takes: shielded exits,
   awaited settles. It checks that path without a server.
@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator, Mapping
 import anyio
 import pytest
 
-from aiobudget import MemoryStore
+from aiobudget import MemoryStore, Period
 from aiobudget.kernel import Denial, Limit, Outcome, Snapshot
 from aiobudget.protocols import Account, Held
 from aiobudget.stores.memory import MemoryAccount
-from aiobudget.testing import StoreFactory
+from aiobudget.testing import ManualClock, StoreFactory
 
 
 class AsyncAccount:
@@ -134,7 +134,8 @@ class AsyncOnlyStore:
     account_class: type[AsyncAccount] = AsyncAccount
 
     def __init__(self) -> None:
-        self.inner = MemoryStore()
+        self.clock = ManualClock()
+        self.inner = MemoryStore(clock=self.clock)
 
     def open(
         self,
@@ -143,9 +144,12 @@ class AsyncOnlyStore:
         *,
         parent: Account | None = None,
         update_limits: bool = False,
+        period: Period | None = None,
     ) -> AsyncAccount:
         inner_parent = parent.inner if isinstance(parent, AsyncAccount) else parent
-        inner = self.inner.open(name, limits, parent=inner_parent, update_limits=update_limits)
+        inner = self.inner.open(
+            name, limits, parent=inner_parent, update_limits=update_limits, period=period
+        )
         return self.account_class(inner)
 
 
@@ -170,7 +174,7 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFacto
     """A factory of fresh stores of one kind; every store test runs once per kind."""
     kind = request.param
     if kind == "memory":
-        yield MemoryStore
+        yield lambda: MemoryStore(clock=ManualClock())
     elif kind == "memory-async":
         yield AsyncOnlyStore
     elif kind == "memory-slow":

@@ -7,14 +7,15 @@ import dataclasses
 import math
 import re
 from collections.abc import Mapping
+from datetime import datetime, timezone
 
 import anyio
 import pytest
 
-from aiobudget import MemoryStore, ReservationClosed
-from aiobudget.kernel import Denial, Limit, Outcome, Snapshot
+from aiobudget import MemoryStore, Period, ReservationClosed
+from aiobudget.kernel import Crossing, Denial, Limit, Outcome, Snapshot
 from aiobudget.protocols import Account, Held, Store
-from aiobudget.testing import CHECKS, TIME_LIMIT, Check, StoreFactory, check_store
+from aiobudget.testing import CHECKS, TIME_LIMIT, Check, ManualClock, StoreFactory, check_store
 
 from .conftest import AsyncAccount, AsyncOnlyStore
 
@@ -41,7 +42,14 @@ class TestCheckStore:
     """`check_store` runs every check and reports the first failure."""
 
     async def test_memory_store_passes(self) -> None:
-        """MemoryStore, given as a plain class, passes the whole suite."""
+        """MemoryStore on a manual clock passes the whole suite."""
+        await check_store(lambda: MemoryStore(clock=ManualClock()))
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+    async def test_memory_store_on_the_system_clock_passes(self) -> None:
+        """MemoryStore, given as a plain class (the system's clock, which the period checks
+        wait for), passes the whole suite."""
         await check_store(MemoryStore)
 
     async def test_async_factory(self) -> None:
@@ -226,6 +234,132 @@ class StubbornStore(AsyncOnlyStore):
         return super().open(name, limits, parent=parent)
 
 
+# -- broken periods ----------------------------------------------------------------------
+
+
+class TimelessStore(AsyncOnlyStore):
+    """Ignores periods: budgets never renew."""
+
+    def open(
+        self,
+        name: str | None,
+        limits: Mapping[str, Limit],
+        *,
+        parent: Account | None = None,
+        update_limits: bool = False,
+        period: Period | None = None,
+    ) -> AsyncAccount:
+        return super().open(name, limits, parent=parent, update_limits=update_limits)
+
+
+class DailyByDefaultStore(AsyncOnlyStore):
+    """Gives every budget without a period a daily one."""
+
+    def open(
+        self,
+        name: str | None,
+        limits: Mapping[str, Limit],
+        *,
+        parent: Account | None = None,
+        update_limits: bool = False,
+        period: Period | None = None,
+    ) -> AsyncAccount:
+        period = period or Period.daily()
+        return super().open(name, limits, parent=parent, update_limits=update_limits, period=period)
+
+
+class DriftingStore(AsyncOnlyStore):
+    """Starts a budget's windows when it is opened (the bug of windows that restart at
+    the first request), not at the period's boundaries."""
+
+    def open(
+        self,
+        name: str | None,
+        limits: Mapping[str, Limit],
+        *,
+        parent: Account | None = None,
+        update_limits: bool = False,
+        period: Period | None = None,
+    ) -> AsyncAccount:
+        if period is not None:
+            now = datetime.fromtimestamp(self.clock(), timezone.utc)
+            start, end = period.window(now)
+            period = Period.every(end - start, anchor=now)
+        return super().open(name, limits, parent=parent, update_limits=update_limits, period=period)
+
+
+class FirstPeriodWinsStore(AsyncOnlyStore):
+    """Keeps the period a budget was first opened with, whatever later openers ask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: dict[tuple[int, str | None], Period | None] = {}
+
+    def open(
+        self,
+        name: str | None,
+        limits: Mapping[str, Limit],
+        *,
+        parent: Account | None = None,
+        update_limits: bool = False,
+        period: Period | None = None,
+    ) -> AsyncAccount:
+        period = self.first.setdefault((id(parent), name), period)
+        return super().open(name, limits, parent=parent, update_limits=update_limits, period=period)
+
+
+class InheritedPeriodStore(AsyncOnlyStore):
+    """Gives a child its parent's period instead of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.periods: dict[int, Period | None] = {}
+
+    def open(
+        self,
+        name: str | None,
+        limits: Mapping[str, Limit],
+        *,
+        parent: Account | None = None,
+        update_limits: bool = False,
+        period: Period | None = None,
+    ) -> AsyncAccount:
+        if parent is not None:
+            period = self.periods.get(id(parent))
+        account = super().open(
+            name, limits, parent=parent, update_limits=update_limits, period=period
+        )
+        self.periods[id(account)] = period
+        return account
+
+
+class ArmedOnceAccount(AsyncAccount):
+    """Reports each kind of crossing once per budget for ever: never re-armed."""
+
+    seen: set[tuple[str | None, object]]
+
+    async def charge(self, amounts: tuple[int, ...], *, strict: bool) -> Outcome:
+        outcome = await self.inner.charge(amounts, strict=strict)
+        seen = self.__dict__.setdefault("seen", set())
+        fresh: list[Crossing] = []
+        for crossing in outcome.crossings:
+            key = (crossing.budget, crossing.verdict)
+            if key not in seen:
+                seen.add(key)
+                fresh.append(crossing)
+        return Outcome(outcome.verdict, tuple(fresh))
+
+
+class MuteDenialAccount(AsyncAccount):
+    """Leaves resets_at out of its denials."""
+
+    async def reserve(
+        self, amounts: tuple[int, ...], *, use_headroom: bool, timeout: float | None
+    ) -> Held | Denial:
+        result = await super().reserve(amounts, use_headroom=use_headroom, timeout=timeout)
+        return dataclasses.replace(result, resets_at=None) if isinstance(result, Denial) else result
+
+
 BROKEN = [
     pytest.param(
         broken(ForgetfulAccount),
@@ -254,6 +388,19 @@ BROKEN = [
     pytest.param(UnsharedStore, "budgets_with_one_name_share_counters", id="unshared"),
     pytest.param(OrphanStore, "children_apply_to_every_level", id="orphan"),
     pytest.param(StubbornStore, "other_limits_need_update_limits", id="stubborn"),
+    pytest.param(TimelessStore, "period_rolls_spent_to_zero_at_each_boundary", id="timeless"),
+    pytest.param(
+        DailyByDefaultStore, "budgets_without_a_period_have_no_window", id="daily-by-default"
+    ),
+    pytest.param(
+        DriftingStore,
+        "quiet_windows_are_skipped_and_the_last_active_one_reported",
+        id="drifting",
+    ),
+    pytest.param(FirstPeriodWinsStore, "period_is_stored_with_the_limits", id="first-period"),
+    pytest.param(InheritedPeriodStore, "children_roll_on_their_own_periods", id="inherited"),
+    pytest.param(broken(ArmedOnceAccount), "crossings_re_arm_at_each_boundary", id="armed-once"),
+    pytest.param(broken(MuteDenialAccount), "denials_say_when_the_budget_resets", id="mute"),
 ]
 
 

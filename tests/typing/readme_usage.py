@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 
 import anyio
 
@@ -33,6 +34,7 @@ from aiobudget import (
     Limit,
     LimitsMismatch,
     MemoryStore,
+    Period,
     Pricing,
     RequestLimitExceeded,
     Reservation,
@@ -184,6 +186,31 @@ async def hierarchy() -> None:
     print(parent)
 
 
+async def periods() -> None:
+    monthly = Budget(
+        {COST: usd("50")},
+        name="key-7",
+        store=MemoryStore(clock=lambda: 1_700_000_000.0),
+        period=Period.monthly(tz="Europe/Berlin", day=31, at=time(6)),
+    )
+    hourly = monthly.child({CALLS: 100}, name="hourly", period=Period.every(timedelta(hours=1)))
+    for period in (Period.every(60), Period.daily(tz="Asia/Kolkata"), Period.weekly(weekday=6)):
+        start, end = period.window(datetime.now().astimezone())
+        first: datetime = period.previous(start)
+        print(end, first, str(period))
+    snap: Snapshot = await hourly.snapshot()
+    starts: datetime | None = snap.period_start
+    resets: datetime | None = snap.resets_at
+    chosen: Period | None = monthly.period
+    try:
+        async with monthly.reserve(cost_micros=usd("60")):
+            pass
+    except BudgetExhausted as exc:
+        when: datetime | None = exc.resets_at
+        print(when)
+    print(starts, resets, chosen)
+
+
 # -- errors ------------------------------------------------------------------------------------
 
 
@@ -278,6 +305,8 @@ def misuses(r: Reservation) -> None:  # never called: mypy must flag every line
     r.record("tokens")  # type: ignore[arg-type]
     Limit(100.0)  # type: ignore[arg-type]
     Verdict(Status.CONTINUE).status = Status.WARN  # type: ignore[misc]
+    Budget({CALLS: 1}, period="monthly")  # type: ignore[arg-type]
+    MemoryStore(clock=1.0)  # type: ignore[arg-type]
 
 
 async def main() -> None:
@@ -286,6 +315,7 @@ async def main() -> None:
     await try_commit_release()
     await operations()
     await hierarchy()
+    await periods()
     await errors()
     await seeds()
     usage_and_money()

@@ -2,6 +2,7 @@
 
     aiobudget demo                        many simulated agents share one budget, live
     aiobudget demo --redis URL --processes 4
+    aiobudget demo --period 2             ... and the budget renews every 2 seconds
     aiobudget show NAME [--json]          limits, spent, reserved, remaining, verdict
     aiobudget reset NAME [--yes]          a new period: spent goes to 0
     aiobudget set-limit NAME DIM VALUE [--yes]
@@ -171,6 +172,14 @@ def _parser() -> argparse.ArgumentParser:
         "--prefix", default="aiobudget", help="Redis key prefix (default: %(default)s)"
     )
     demo.add_argument("--name", default="demo", help="the budget's name (default: %(default)s)")
+    demo.add_argument(
+        "--period",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="the shared budget renews every SECONDS (spent goes back to 0): watch windows "
+        "roll over (default: never)",
+    )
     # A worker process of a --redis demo; it reads its orders from stdin.
     demo.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     demo.set_defaults(run=_cmd_demo)

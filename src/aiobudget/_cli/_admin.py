@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._period import Period, rfc3339
 from ..kernel import Limit, Snapshot, Status
 from ._common import (
     EXIT_EXHAUSTED,
@@ -26,9 +28,12 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 
-def _snapshot_json(name: str, snap: Snapshot) -> dict[str, Any]:
+def _snapshot_json(name: str, snap: Snapshot, period: Period | None = None) -> dict[str, Any]:
     return {
         "name": name,
+        "period": None if period is None else str(period),
+        "period_start": None if snap.period_start is None else rfc3339(snap.period_start),
+        "resets_at": None if snap.resets_at is None else rfc3339(snap.resets_at),
         "dims": {
             dim: {
                 "limit": limit.limit,
@@ -49,7 +54,30 @@ def _verdict_text(snap: Snapshot) -> str:
     return verdict.status.value + (f" ({verdict.dim})" if verdict.dim else "")
 
 
-def _snapshot_text(name: str, snap: Snapshot, where: str) -> str:
+def _in(seconds: float) -> str:
+    """A wait in words: ``3 d 4 h``, ``2 h 5 min``, ``4 min 10 s``, ``12 s``."""
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
+    shown = [f"{value} {unit}" for value, unit in parts if value][:2]
+    return " ".join(shown) or "0 s"
+
+
+def _period_text(snap: Snapshot, period: Period | None) -> str:
+    """The period, its current window and when it resets; '' for a budget without one."""
+    if snap.resets_at is None or snap.period_start is None:
+        return ""
+    what = "" if period is None else f"{period}; "
+    left = _in(snap.resets_at.timestamp() - time.time())
+    return (
+        f"\nperiod: {what}this window began {rfc3339(snap.period_start)}, "
+        f"resets at {rfc3339(snap.resets_at)} (in {left})"
+    )
+
+
+def _snapshot_text(name: str, snap: Snapshot, where: str, period: Period | None = None) -> str:
     rows = [["dimension", "limit", "warn", "headroom", "spent", "reserved", "remaining"]]
     for dim, limit in snap.limits.items():
         warn = "-" if limit.warn is None else f"{limit.warn:,}"
@@ -64,21 +92,26 @@ def _snapshot_text(name: str, snap: Snapshot, where: str) -> str:
                 f"{snap.remaining[dim]:,}",
             ]
         )
-    return f"budget {name!r} ({where})\n{table(rows, '  ')}\nverdict: {_verdict_text(snap)}"
+    table_text = table(rows, "  ")
+    verdict = _verdict_text(snap)
+    return (
+        f"budget {name!r} ({where})\n{table_text}\nverdict: {verdict}{_period_text(snap, period)}"
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    snap = anyio.run(_load, args)
+    snap, period = anyio.run(_show, args)
     if args.json:
-        print_json(_snapshot_json(args.name, snap))
+        print_json(_snapshot_json(args.name, snap, period))
     else:
-        print(_snapshot_text(args.name, snap, where(args)))
+        print(_snapshot_text(args.name, snap, where(args), period))
     return EXIT_EXHAUSTED if snap.verdict.status is Status.EXHAUSTED else EXIT_OK
 
 
-async def _load(args: argparse.Namespace) -> Snapshot:
+async def _show(args: argparse.Namespace) -> tuple[Snapshot, Period | None]:
     async with open_redis(args.redis, args.prefix) as store:
-        return await (await existing(store, args)).snapshot()
+        budget = await existing(store, args)
+        return await budget.snapshot(), budget.period
 
 
 def _confirm(args: argparse.Namespace, question: str) -> None:
@@ -101,29 +134,34 @@ def _require_confirmation(args: argparse.Namespace) -> None:
 
 
 def _print_change(
-    args: argparse.Namespace, summary: str, before: Snapshot, after: Snapshot, **action: str
+    args: argparse.Namespace,
+    summary: str,
+    before: Snapshot,
+    after: Snapshot,
+    period: Period | None,
+    **action: str,
 ) -> None:
     """What a command changed: *action* and both snapshots as JSON with --json, else
     *summary* and the budget as it is now."""
     if args.json:
         before_json, after_json = (
-            _snapshot_json(args.name, before),
-            _snapshot_json(args.name, after),
+            _snapshot_json(args.name, before, period),
+            _snapshot_json(args.name, after, period),
         )
         print_json({**action, "before": before_json, "after": after_json})
     else:
         print(f"budget {args.name!r}: {summary}")
-        print(_snapshot_text(args.name, after, where(args)))
+        print(_snapshot_text(args.name, after, where(args), period))
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
     _require_confirmation(args)
     # Read, ask (with no connection held open while a person thinks), then act.
-    before = anyio.run(_load, args)
+    before, period = anyio.run(_show, args)
     spent = ", ".join(f"{dim} {value:,}" for dim, value in before.spent.items())
     _confirm(args, f"reset budget {args.name!r} (spent: {spent}) to 0?")
     after = anyio.run(_reset, args)
-    _print_change(args, f"spent reset to 0 (was {spent})", before, after, action="reset")
+    _print_change(args, f"spent reset to 0 (was {spent})", before, after, period, action="reset")
     return EXIT_OK
 
 
@@ -163,7 +201,7 @@ def _new_limits(args: argparse.Namespace, limits: Mapping[str, Limit]) -> dict[s
 def cmd_set_limit(args: argparse.Namespace) -> int:
     amount(args.value, "VALUE", args.dim)  # a bad value is a usage error, found before I/O
     _require_confirmation(args)
-    before = anyio.run(_load, args)
+    before, period = anyio.run(_show, args)
     new = _new_limits(args, before.limits)[args.dim]
     old = before.limits[args.dim]
     _confirm(
@@ -172,7 +210,7 @@ def cmd_set_limit(args: argparse.Namespace) -> int:
     )
     after = anyio.run(_set_limit, args)
     summary = f"{args.dim} limit {old.limit:,} -> {new.limit:,}"
-    _print_change(args, summary, before, after, action="set-limit", dim=args.dim)
+    _print_change(args, summary, before, after, period, action="set-limit", dim=args.dim)
     return EXIT_OK
 
 

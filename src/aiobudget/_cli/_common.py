@@ -25,6 +25,8 @@ from ..protocols import Store
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
+    from .._period import Period
+
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
@@ -152,6 +154,10 @@ class Describing(Store, Protocol):
         """The limits stored for budget *name*, in declaration order; None if it is unknown."""
         ...
 
+    async def describe_period(self, name: str) -> Period | None:
+        """The period stored for budget *name*, or None."""
+        ...
+
     async def aclose(self) -> None:
         """Stop what the store runs in the background (a client passed in stays open)."""
         ...
@@ -224,7 +230,9 @@ async def existing(store: Describing, args: argparse.Namespace) -> Budget:
             f"no budget named {args.name!r} in Redis at {redact(args.redis)} "
             f"(prefix {args.prefix!r})"
         )
-    return Budget(limits, name=args.name, store=store)
+    # Opened as it is stored, period included, so that no check can refuse it.
+    period = await store.describe_period(args.name)
+    return Budget(limits, name=args.name, store=store, period=period)
 
 
 def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:

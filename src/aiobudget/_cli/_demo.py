@@ -7,8 +7,10 @@ budget in Redis, and report their counters to this process as JSON lines.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import random
 import sys
@@ -16,8 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from .. import _log
 from .._budget import Budget
 from .._units import usd
 from ._common import EXIT_FAILURE, EXIT_OK, BadUsage, Failure, open_redis, print_json
@@ -26,7 +30,7 @@ from ._demo_simulation import Plan, Simulation, Stats
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 
     from anyio.abc import Process
 
@@ -39,6 +43,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise BadUsage("--processes needs --redis: processes share a budget through Redis")
     if args.redis is not None and args.backend != "asyncio":
         raise BadUsage("the Redis demo runs on asyncio (redis-py's asyncio client)")
+    if args.period is not None and args.period <= 0:
+        raise BadUsage("--period must be a positive number of seconds")
     agents = args.agents
     latency = args.latency
     plan = Plan(
@@ -51,17 +57,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cost=usd("0.04") * agents if args.usd is None else args.usd,
         call_limit=7 * agents,
         agent_tokens=14_000,
+        period=args.period,
     )
     out = sys.stdout
     mode = "none" if args.json else "live" if out.isatty() and not args.no_live else "lines"
     if mode == "live" and os.environ.get("TERM") == "dumb":
         mode = "lines"
     where = "in memory" if args.redis is None else f"{args.processes or 2} processes, Redis"
+    if args.period is not None:
+        where += f", renews every {args.period:g} s"
     display = Display(out, mode, f"aiobudget demo: {agents} agents, {where}, seed {plan.seed}")
     display.start()
     try:
         if args.redis is None:
-            report = anyio.run(_demo_memory, plan, args.name, display, backend=args.backend)
+            report = anyio.run(
+                _demo_memory, plan, args.name, display, args.verbose, backend=args.backend
+            )
         else:
             report = anyio.run(_demo_redis, args, plan, display)
     finally:
@@ -107,8 +118,41 @@ async def _refresh(
         await anyio.sleep(display.interval)
 
 
-async def _demo_memory(plan: Plan, name: str, display: Display) -> dict[str, Any]:
-    budget = Budget(plan.limits(), name=name)
+@contextlib.contextmanager
+def _windows_into(stats: Stats, plan: Plan, name: str, verbose: int) -> Iterator[None]:
+    """With ``--period``, note every window of the shared budget that this process closes
+    (``budget.period_closed``, logged by the process whose call rolled the budget over).
+    The command is an application: it may configure logging, as ``logging_for`` does."""
+    if plan.period is None:
+        yield
+        return
+    previous = structlog.get_config()
+
+    def capture(
+        logger: object, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if event.get("event") == _log.PERIOD_CLOSED and event.get("budget") == name:
+            stats.window_closed(event)
+        return event
+
+    def drop(logger: object, method: str, event: MutableMapping[str, Any]) -> Any:
+        raise structlog.DropEvent
+
+    if verbose:
+        structlog.configure(processors=[capture, *previous["processors"]])
+    else:  # the event is INFO: let it through to `capture`, and no further
+        structlog.configure(
+            processors=[capture, drop],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        )
+    try:
+        yield
+    finally:
+        structlog.configure(**previous)
+
+
+async def _demo_memory(plan: Plan, name: str, display: Display, verbose: int) -> dict[str, Any]:
+    budget = Budget(plan.limits(), name=name, period=plan.shared_period())
     stats = Stats()
     simulation = Simulation(budget, plan, stats)
     await simulation.prepare(range(plan.agents), reset=False)
@@ -118,9 +162,10 @@ async def _demo_memory(plan: Plan, name: str, display: Display) -> dict[str, Any
         if display.mode != "none":
             await _refresh(display, budget, lambda: stats, stats, t0)
 
-    await _alongside(simulation.run, refresh)
-    elapsed = anyio.current_time() - t0
-    snap = await budget.snapshot()
+    with _windows_into(stats, plan, name, verbose):
+        await _alongside(simulation.run, refresh)
+        elapsed = anyio.current_time() - t0
+        snap = await budget.snapshot()
     stats.observe(snap)
     display.update(snap, stats, elapsed)
     return make_report(
@@ -140,7 +185,9 @@ async def _worker(orders: Mapping[str, Any]) -> int:
     """A process of a Redis demo: its share of the agents, counters as JSON lines."""
     plan = Plan(**orders["plan"])
     async with open_redis(orders["url"], orders["prefix"]) as store:
-        budget = Budget(plan.limits(), name=orders["name"], store=store)
+        budget = Budget(
+            plan.limits(), name=orders["name"], store=store, period=plan.shared_period()
+        )
         stats = Stats()
         simulation = Simulation(budget, plan, stats)
         await simulation.prepare(range(orders["index"], plan.agents, orders["of"]), reset=True)
@@ -153,7 +200,8 @@ async def _worker(orders: Mapping[str, Any]) -> int:
                 _emit({"event": "stats", "stats": stats.to_json()})
                 await anyio.sleep(0.2)
 
-        await _alongside(simulation.run, report)
+        with _windows_into(stats, plan, orders["name"], orders.get("verbose", 0)):
+            await _alongside(simulation.run, report)
     _emit({"event": "done", "stats": stats.to_json()})
     return EXIT_OK
 
@@ -223,6 +271,7 @@ async def _spawn(args: argparse.Namespace, plan: Plan, index: int, count: int) -
         "name": args.name,
         "index": index,
         "of": count,
+        "verbose": args.verbose,
     }
     command = [sys.executable, "-m", "aiobudget", *["-v"] * args.verbose]
     command += ["demo", "--worker"]
@@ -235,8 +284,14 @@ async def _spawn(args: argparse.Namespace, plan: Plan, index: int, count: int) -
 async def _demo_redis(args: argparse.Namespace, plan: Plan, display: Display) -> dict[str, Any]:
     count = args.processes or 2
     async with open_redis(args.redis, args.prefix) as store:
-        budget = Budget(plan.limits(), name=args.name, store=store, update_limits=True)
-        await budget.reset()  # a new period for this run
+        budget = Budget(
+            plan.limits(),
+            name=args.name,
+            store=store,
+            update_limits=True,
+            period=plan.shared_period(),
+        )
+        await budget.reset()  # a fresh start for this run
         children: list[_Child] = []
         try:
             for index in range(count):
@@ -276,8 +331,9 @@ async def _demo_redis(args: argparse.Namespace, plan: Plan, display: Display) ->
                     await _refresh(display, budget, current, own, t0)
 
             side = [refresh, *(c.read for c in children), *(c.drain for c in children)]
-            await _alongside(supervise, *side)
-            elapsed = anyio.current_time() - t0
+            with _windows_into(own, plan, args.name, args.verbose):
+                await _alongside(supervise, *side)
+                elapsed = anyio.current_time() - t0
             for child in children:
                 await child.process.wait()
                 if not child.done or child.process.returncode:
@@ -288,8 +344,9 @@ async def _demo_redis(args: argparse.Namespace, plan: Plan, display: Display) ->
                     if child.process.returncode is None:
                         child.process.kill()
                     await child.process.aclose()
+        with _windows_into(own, plan, args.name, args.verbose):
+            snap = await budget.snapshot()
         stats = current()
-        snap = await budget.snapshot()
         stats.observe(snap)
         display.update(snap, stats, elapsed)
         return make_report(

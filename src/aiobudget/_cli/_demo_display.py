@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from .._period import rfc3339
 from .._units import COST
 from ._common import table
 
@@ -105,16 +108,45 @@ class Display:
         lines.append(
             f"  results ok {stats.ok:5}   failed {stats.failed:3}   cancelled {stats.cancelled:3}"
         )
+        if snap.period_start is not None and snap.resets_at is not None:
+            left = max(0.0, snap.resets_at.timestamp() - time.time())
+            lines.append(
+                f"  window  since {_clock(snap.period_start)}   resets in {left:4.1f}s   "
+                f"closed {len(stats.windows)}"
+            )
+            for window in sorted(stats.windows, key=_start)[-3:]:
+                final = "  ".join(
+                    f"{dim} {_value(dim, value, 4)}" for dim, value in window["spent"].items()
+                )
+                lines.append(self._paint(_DIM, f"    closed {_clock(window['start'])}  {final}"))
         return lines
 
     def _line(self, snap: Snapshot, stats: Stats, elapsed: float) -> str:
         dims = "  ".join(
             f"{dim} {snap.spent[dim]:,}/{limit.limit:,}" for dim, limit in snap.limits.items()
         )
+        windows = f" windows closed {len(stats.windows)}" if snap.resets_at is not None else ""
         return (
             f"[{elapsed:5.1f}s] {dims}  | active {stats.active} waiting {stats.waiting} "
-            f"completed {stats.done} denied {stats.denied}"
+            f"completed {stats.done} denied {stats.denied}{windows}"
         )
+
+
+def _start(window: Mapping[str, Any]) -> datetime:
+    """A window's start, for sorting (RFC 3339 text does not sort: ``12Z`` > ``12.5Z``)."""
+    return _instant(window["start"])
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _clock(instant: datetime | str) -> str:
+    """An instant (a datetime, or RFC 3339 text) as local wall-clock time, to the 0.1 s."""
+    if isinstance(instant, str):
+        instant = _instant(instant)
+    local = instant.astimezone()
+    return local.strftime("%H:%M:%S.") + f"{local.microsecond // 100_000}"
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -142,11 +174,21 @@ def make_report(
             "charged_total": stats.charged_total[dim],
             "refunded": stats.reserved_total[dim] - stats.charged_total[dim],
         }
+    # With a period, the ledger is the closed windows plus the open one.
+    windows = sorted(stats.windows, key=_start)
+    if snap.period_start is not None and snap.resets_at is not None:
+        start, end = rfc3339(snap.period_start), rfc3339(snap.resets_at)
+        windows.append({"start": start, "end": end, "spent": dict(snap.spent), "open": True})
+    recorded = {dim: sum(w["spent"].get(dim, 0) for w in windows) for dim in dims}
     checks = {
-        "not_overspent": all(d["spent"] <= d["limit"] for d in dims.values()),
+        "not_overspent": all(d["spent"] <= d["limit"] for d in dims.values())
+        and all(w["spent"][dim] <= dims[dim]["limit"] for w in windows for dim in w["spent"]),
         "peak_within_limit": all(d["peak"] <= d["limit"] for d in dims.values()),
         "nothing_reserved": all(d["reserved"] == 0 for d in dims.values()),
-        "ledger_matches": all(d["spent"] == d["charged_total"] for d in dims.values()),
+        "ledger_matches": all(
+            (recorded[dim] if windows else d["spent"]) == d["charged_total"]
+            for dim, d in dims.items()
+        ),
     }
     return {
         "ok": all(checks.values()),
@@ -165,6 +207,7 @@ def make_report(
         "agents_completed": stats.done,
         "agents_denied": stats.denied,
         "denials": dict(sorted(stats.denials.items())),
+        "windows": windows,
     }
 
 
@@ -174,6 +217,11 @@ _CHECKS: Final = {
     "peak_within_limit": "spent + reserved never passed a limit (sampled at every reservation)",
     "nothing_reserved": "every reservation was settled or refunded: reserved is 0",
     "ledger_matches": "spent equals the usage the agents recorded, on every dimension",
+}
+_WINDOW_CHECKS: Final = {
+    "not_overspent": "no window was overspent: spent <= limit in every window of the period",
+    "ledger_matches": "the closed windows' spent plus the open one's equal the usage the "
+    "agents recorded",
 }
 
 
@@ -210,7 +258,17 @@ def report_text(report: Mapping[str, Any], display: Display) -> str:
         f"  verdict   {verdict['status']}" + (f" ({verdict['dim']})" if verdict["dim"] else ""),
         "",
     ]
-    for key, text in _CHECKS.items():
+    windows = report.get("windows") or []
+    if windows:
+        lines[-1:-1] = ["", "  windows of the period (each closed once, by one process)"]
+        window_rows = [["start", "end", *report["dims"]]]
+        for w in windows:
+            end = _clock(w["end"]) + (" (open)" if w.get("open") else "")
+            spent = [_value(dim, w["spent"].get(dim, 0), 4) for dim in report["dims"]]
+            window_rows.append([_clock(w["start"]), end, *spent])
+        lines[-1:-1] = table(window_rows, "    ").splitlines()
+    for key, plain in _CHECKS.items():
+        text = _WINDOW_CHECKS.get(key, plain) if windows else plain
         good = report["checks"][key]
         mark = display._paint(_GREEN, "ok  ") if good else display._paint(_RED, "FAIL")
         lines.append(f"  {mark} {text}")

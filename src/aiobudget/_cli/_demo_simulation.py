@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from .._errors import BudgetExhausted
+from .._period import Period
 from .._pricing import Pricing
 from .._units import CALLS, COST, TOKENS, Usage
 from ..kernel import Limit, Snapshot
@@ -49,6 +50,11 @@ class Plan:
     cost: int
     call_limit: int
     agent_tokens: int
+    period: float | None = None  # seconds: the shared budget renews (--period)
+
+    def shared_period(self) -> Period | None:
+        """The shared budget's period: fixed windows of ``--period`` seconds, or None."""
+        return None if self.period is None else Period.every(self.period)
 
     def limits(self) -> dict[str, Limit]:
         """The shared budget: warn at 80%."""
@@ -107,11 +113,20 @@ class Stats:
     charged_total: Counter[str] = dataclasses.field(default_factory=Counter)
     peak: Counter[str] = dataclasses.field(default_factory=Counter)  # max spent + reserved
     denials: Counter[str] = dataclasses.field(default_factory=Counter)  # "shared tokens": n
+    # Windows of the shared budget's period closed by this process's calls (with --period):
+    # {"start": ..., "end": ..., "spent": {dim: int}}; each is closed by one process only.
+    windows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def observe(self, snap: Snapshot) -> None:
-        """Note the shared budget's ``spent + reserved``."""
+        """Note the shared budget's ``spent + reserved`` (peak per window, with a period)."""
         for dim in snap.limits:
             self.peak[dim] = max(self.peak[dim], snap.spent[dim] + snap.reserved[dim])
+
+    def window_closed(self, event: Mapping[str, Any]) -> None:
+        """Note a ``budget.period_closed`` event of the shared budget."""
+        self.windows.append(
+            {"start": event["period_start"], "end": event["period_end"], "spent": event["spent"]}
+        )
 
     def to_json(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it rebuilds a Counter from (key, value) pairs.

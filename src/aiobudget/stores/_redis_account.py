@@ -19,8 +19,9 @@ from .._errors import (
     LimitsMismatch,
     ReservationClosed,
 )
-from ..kernel import Denial, Ledger, Limit, Outcome, Snapshot
-from ._redis_keys import Level, outcome, parse_spec, spec_of
+from .._period import announce_closed
+from ..kernel import Denial, Ledger, Limit, Outcome, Snapshot, Window, from_micros
+from ._redis_keys import Level, outcome, parse_spec, period_of, spec_of
 from ._redis_scripts import retriable, run, scripts, text
 from ._redis_wait import recheck_delay
 
@@ -109,11 +110,13 @@ class RedisAccount:
             await store._drain_orphans()
         client = store._client()
         script = scripts()[name]
-        for _ in range(3):
+        for _ in range(4):
             head = None if leaf_only else self._head
             if head is None:
                 head = _head(self._tree, levels)
-            reply = await run(client, script, 1 + 4 * len(levels), head, args)
+            now = store._server_now()
+            periods = [level.hint(now) for level in levels]  # see lua/_periods.lua
+            reply = await run(client, script, 1 + 4 * len(levels), head, [*args, *periods])
             tag = text(reply[0])
             if tag == "NOBUDGET":  # deleted behind our back: create it again
                 levels[int(reply[1]) - 1].unbind()
@@ -121,13 +124,27 @@ class RedisAccount:
                 continue
             if tag == "LIMITS":
                 raise self._mismatch(levels[int(reply[1]) - 1], text(reply[2]))
+            if tag == "PERIOD":  # another process changed the period: follow it
+                levels[int(reply[1]) - 1].adopt_period(period_of(text(reply[2])))
+                continue
+            if tag == "CLOCK":  # our estimate of the server's time was off by a window
+                store._saw_server_time(int(reply[1]))
+                continue
             if self._head is None:
                 for level in levels:
                     level.bind()
                 if all(level.check == "d" for level in self._levels):
                     self._head = _head(self._tree, self._levels)
+            trailer = _trailer(reply)
+            if trailer is not None:
+                store._saw_server_time(int(trailer[1]))
+                for closed in trailer[2 + len(levels) :]:
+                    announce_closed(_window(levels, text(closed)))
             return reply
-        raise BackendError(f"budget {self.name!r} keeps vanishing from Redis")
+        raise BackendError(
+            f"budget {self.name!r} keeps changing under this call in Redis (it vanished, or "
+            "its period changed, or the server's clock jumped, several times in a row)"
+        )
 
     def _mismatch(self, level: Level, stored_spec: str) -> BudgetError:
         stored = parse_spec(stored_spec)
@@ -135,6 +152,13 @@ class RedisAccount:
             return InvalidLimits(
                 f"budget {level.name!r} has dimensions {tuple(stored)}; "
                 "updating limits cannot change them"
+            )
+        if list(stored.items()) == list(level.limits.items()):
+            return LimitsMismatch(
+                budget=str(level.name),
+                stored=period_of(stored_spec),
+                given=level.period,
+                what="period",
             )
         return LimitsMismatch(budget=str(level.name), stored=stored, given=dict(level.limits))
 
@@ -219,6 +243,7 @@ class RedisAccount:
         dim = int(reply[2]) - 1
         ledger = self._levels[level]
         requested = int(per_level[level].split(",")[dim])
+        window = _window_of(reply, level)
         return Denial(
             ledger.name,
             level,
@@ -227,6 +252,7 @@ class RedisAccount:
             int(reply[3]),
             impossible=bool(int(reply[4])),
             queued=bool(int(reply[5])),
+            resets_at=None if window is None else from_micros(window[1]),
         )
 
     async def _wait(
@@ -371,12 +397,13 @@ def _head(tree: tuple[str, str], levels: tuple[Level, ...]) -> tuple[bytes, ...]
 
 def snapshot_of(level: Level, reply: list[Any]) -> Snapshot:
     """A `Snapshot` from the snapshot script's reply ``[OK, spec, spent, reserved, code,
-    held, waiting]``."""
+    held, waiting]`` (and the periods' trailer, for a budget with a period)."""
     limits = parse_spec(text(reply[1]))
     dims = level.dims
     spent = tuple(map(int, text(reply[2]).split(",")))
     reserved = tuple(map(int, text(reply[3]).split(",")))
     remaining = (max(0, limits[d].limit - s - r) for d, s, r in zip(dims, spent, reserved))
+    window = _window_of(reply, 0)
     return Snapshot(
         limits=MappingProxyType(limits),
         spent=MappingProxyType(dict(zip(dims, spent))),
@@ -385,4 +412,37 @@ def snapshot_of(level: Level, reply: list[Any]) -> Snapshot:
         verdict=level.verdicts[int(reply[4])],
         held=int(reply[5]),
         waiting=int(reply[6]),
+        period_start=None if window is None else from_micros(window[0]),
+        resets_at=None if window is None else from_micros(window[1]),
+    )
+
+
+# -- periods (lua/_periods.lua) -----------------------------------------------------------
+
+
+def _trailer(reply: list[Any]) -> list[Any] | None:
+    """The periods' trailer ``['W', server time, window per level..., closed...]`` that
+    ends the reply of a call on a chain with a period, or None."""
+    last = reply[-1]
+    return last if isinstance(last, list) and last and text(last[0]) == "W" else None
+
+
+def _window_of(reply: list[Any], level: int) -> tuple[int, int] | None:
+    """Level *level*'s current window ``(start, end)`` by the reply's trailer, or None."""
+    trailer = _trailer(reply)
+    if trailer is None:
+        return None
+    window = text(trailer[2 + level])
+    if not window:
+        return None
+    start, end = window.split(",")
+    return int(start), int(end)
+
+
+def _window(levels: tuple[Level, ...], closed: str) -> Window:
+    """A closed window from the trailer's ``level,start,end,spent...``."""
+    level, start, end, *spent = closed.split(",")
+    owner = levels[int(level) - 1]
+    return Window(
+        owner.name, int(start), int(end), MappingProxyType(dict(zip(owner.dims, map(int, spent))))
     )

@@ -24,7 +24,9 @@ and the tree's wake-up channel is ``<prefix>:{root}:wake``.
 
 Limits travel as a *spec*, ``dim=limit/warn/headroom,...`` in declaration order (warn
 empty for none), compared as text: it is the fingerprint a process checks lazily, with
-its first call, against what is stored.
+its first call, against what is stored. A budget with a period has the period's text
+after a ``~``: ``calls=100//0~daily;Europe/Berlin;00:00:00``, so the period is stored
+and checked with the limits.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ import uuid
 from typing import TYPE_CHECKING, Any, Final, final
 from urllib.parse import quote
 
+from .._period import Period
 from ..kernel import CONTINUE, Crossing, Limit, Outcome, Status, Verdict
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["Level", "escape", "outcome", "parse_spec", "spec_of"]
+__all__ = ["Level", "escape", "outcome", "parse_spec", "period_of", "spec_of"]
 
 _RANK: Final = {Status.CONTINUE: 0, Status.WARN: 1, Status.EXHAUSTED: 2}
 
@@ -59,13 +62,19 @@ def spec_of(limits: Mapping[str, Limit]) -> str:
 
 
 def parse_spec(spec: str) -> dict[str, Limit]:
-    """The limits in *spec* (as written by `spec_of`)."""
+    """The limits in *spec* (as written by `spec_of`, maybe with a period after it)."""
     out: dict[str, Limit] = {}
-    for part in spec.split(","):
+    for part in spec.partition("~")[0].split(","):
         dim, _, numbers = part.partition("=")
         limit, warn, headroom = numbers.split("/")
         out[dim] = Limit(int(limit), warn=int(warn) if warn else None, headroom=int(headroom))
     return out
+
+
+def period_of(spec: str) -> Period | None:
+    """The period stored in *spec*, or None."""
+    _, tilde, text = spec.partition("~")
+    return Period.from_text(text) if tilde else None
 
 
 @final
@@ -79,6 +88,7 @@ class Level:
     """
 
     __slots__ = (
+        "_hint",
         "base",
         "check",
         "dims",
@@ -86,6 +96,7 @@ class Level:
         "limits",
         "name",
         "outcomes",
+        "period",
         "spec",
         "update",
         "verdicts",
@@ -98,12 +109,15 @@ class Level:
         limits: Mapping[str, Limit],
         *,
         update: bool,
+        period: Period | None = None,
     ) -> None:
         self.base = base
         self.name = name
         self.dims = tuple(limits)
         self.limits = dict(limits)
-        self.spec = spec_of(limits)
+        self.period = period
+        self._hint: tuple[int, int, str] | None = None
+        self.spec = self._spec()
         self.update = update
         self.check = "u" if update else "v"
         self.keys = (f"{base}:s", f"{base}:l", f"{base}:e", f"{base}:w")
@@ -130,7 +144,35 @@ class Level:
     def set_limits(self, limits: Mapping[str, Limit]) -> None:
         """This process changed the limits."""
         self.limits = dict(limits)
-        self.spec = spec_of(limits)
+        self.spec = self._spec()
+
+    def _spec(self) -> str:
+        period = self.period
+        return spec_of(self.limits) + ("" if period is None else f"~{period.text}")
+
+    def adopt_period(self, period: Period | None) -> None:
+        """Another process changed the stored period (``update_limits``): follow it, as
+        this process follows limits other processes set."""
+        self.period = period
+        self._hint = None
+        self.spec = self._spec()
+
+    def hint(self, now: int) -> str:
+        """This level's period argument for a script (see ``lua/_periods.lua``): the
+        period's text and four consecutive boundaries around *now* (the store's estimate
+        of the server's time, in microseconds), or ``""`` without a period."""
+        period = self.period
+        if period is None:
+            return ""
+        cached = self._hint
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[2]
+        start, end = period.window_us(now)
+        before = period.window_us(start - 1)[0]
+        after = period.window_us(end)[1]
+        text = f"{period.text}|{before},{start},{end},{after}"
+        self._hint = (start, end, text)
+        return text
 
 
 def outcome(levels: Sequence[Level], reply: Sequence[Any]) -> Outcome:

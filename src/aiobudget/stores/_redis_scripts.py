@@ -1,8 +1,9 @@
 """The Lua scripts of `RedisStore`, and the one place where Redis failures become errors.
 
 Each operation is one file in ``lua/`` (package data), read once with
-`importlib.resources`; the shared part, ``lua/_common.lua``, is prepended to each, so every
-operation is still a single self-contained script and a single round trip. Scripts run
+`importlib.resources`; the shared parts, ``lua/_common.lua`` and ``lua/_periods.lua``, are
+prepended to each, so every operation is still a single self-contained script and a
+single round trip. Scripts run
 with EVALSHA; after ``SCRIPT FLUSH``, a restart or a failover Redis answers NOSCRIPT, and
 the script is loaded again and re-run, transparently.
 
@@ -111,8 +112,11 @@ def scripts() -> dict[str, Script]:
     """Every operation's script, read from the package once."""
     folder = resources.files(__package__ or "aiobudget.stores").joinpath("lua")
     common = folder.joinpath("_common.lua").read_text(encoding="utf-8")
+    periods = folder.joinpath("_periods.lua").read_text(encoding="utf-8")
     return {
-        name: Script(name, f"{common}\n{folder.joinpath(f'{name}.lua').read_text('utf-8')}")
+        name: Script(
+            name, f"{common}\n{periods}\n{folder.joinpath(f'{name}.lua').read_text('utf-8')}"
+        )
         for name in SCRIPT_NAMES
     }
 

@@ -8,6 +8,10 @@ A reservation made with a *ttl* is refunded once the store's clock passes its de
 lazily: by the next operation on any budget of the store (a heap of deadlines, so
 O(log n) per expired reservation; no background task). Settling or releasing it after
 that raises `ReservationClosed` and changes nothing, as with Redis leases.
+
+Budgets with a period roll over inside the first operation (or snapshot) at or after a
+boundary of the store's clock: `MemoryAccount._roll`, called under the lock as each
+operation enters, before its kernel call.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from typing import TYPE_CHECKING, Final, final
 import anyio
 
 from .._errors import InvalidLimits, LimitsMismatch, ReservationClosed
+from .._period import Period, announce_closed
 from .._waiters import Waiter, WaitQueue
-from ..kernel import Chain, Denial, Lease, Ledger, Limit, Outcome, Snapshot
+from ..kernel import Chain, Denial, Lease, Ledger, Limit, Outcome, Snapshot, from_micros
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -42,8 +47,9 @@ class MemoryStore:
     Budgets opened with the same name (under the same parent) share their counters, as
     they would in Redis; an unnamed budget is private to its `Budget` object.
 
-    *clock* returns the time in POSIX seconds (`time.time` by default); it decides when a
-    reservation made with a ``ttl`` expires. Inject one to test expiry without sleeping.
+    *clock* returns the time in POSIX seconds (`time.time` by default): it decides when a
+    reservation made with a ``ttl`` expires and when budgets with a period roll over.
+    Inject one to test both without sleeping.
     """
 
     __slots__ = (
@@ -54,6 +60,7 @@ class MemoryStore:
         "_lock",
         "_named",
         "_orphans",
+        "_periodic",
         "_sequence",
     )
 
@@ -69,10 +76,11 @@ class MemoryStore:
         self._expired: dict[Lease, None] = {}
         self._sequence = itertools.count()
         self._lock = threading.Lock()
-        self._named: dict[tuple[int, str], tuple[Ledger, Chain, WaitQueue]] = {}
+        self._named: dict[tuple[int, str], tuple[Ledger, Chain, WaitQueue, _Schedules]] = {}
         # Reservations garbage-collected while the lock was held, refunded at the next
         # operation: a finalizer must never wait for a lock its own thread may hold.
         self._orphans: list[tuple[Lease, WaitQueue]] = []
+        self._periodic = False  # whether any budget here ever had a period
 
     def __repr__(self) -> str:
         return f"<MemoryStore budgets={len(self._named)}>"
@@ -129,16 +137,19 @@ class MemoryStore:
         *,
         parent: Account | None = None,
         update_limits: bool = False,
+        period: Period | None = None,
     ) -> MemoryAccount:
         """The account of budget *name* below *parent* (see `aiobudget.protocols.Store`)."""
         if parent is not None and not (isinstance(parent, MemoryAccount) and parent._store is self):
             raise InvalidLimits("a child budget must live in the same store as its parent")
+        if period is not None and not isinstance(period, Period):
+            raise InvalidLimits(f"period must be a Period or None, not {period!r}")
         parent_chain = parent._chain if parent is not None else None
         with self._lock:
             key = (id(parent_chain.leaf) if parent_chain else 0, name) if name is not None else None
             found = self._named.get(key) if key is not None else None
             if found is not None:
-                ledger, chain, queue = found
+                ledger, chain, queue, schedules = found
                 given = {dim: Limit.of(limit) for dim, limit in limits.items()}
                 stored = dict(zip(ledger.dims, ledger.limits))
                 # Order matters too: it decides which dimension a verdict names.
@@ -154,26 +165,68 @@ class MemoryStore:
                     # reports any crossing the new limits cause.
                     ledger.set_limits(given, report=False)
                     _wake(queue)
-                return MemoryAccount(self, chain, queue)
+                own = schedules[0]
+                if own.period != period:
+                    if not update_limits:
+                        raise LimitsMismatch(
+                            budget=str(name), stored=own.period, given=period, what="period"
+                        )
+                    own.change(period)
+                    self._periodic = self._periodic or period is not None
+                return MemoryAccount(self, chain, queue, schedules)
             ledger = Ledger(limits, name=name)
             chain = Chain((ledger, *parent_chain.ledgers) if parent_chain else (ledger,))
             queue = parent._queue if parent is not None else WaitQueue()
+            schedules = (_Schedule(ledger, period), *(parent._schedules if parent else ()))
+            self._periodic = self._periodic or period is not None
             if key is not None:
-                self._named[key] = (ledger, chain, queue)
-            return MemoryAccount(self, chain, queue)
+                self._named[key] = (ledger, chain, queue, schedules)
+            return MemoryAccount(self, chain, queue, schedules)
+
+
+@final
+class _Schedule:
+    """The period of one budget of a store, and when its current window ends."""
+
+    __slots__ = ("due", "end", "ledger", "period")
+
+    def __init__(self, ledger: Ledger, period: Period | None) -> None:
+        self.ledger = ledger
+        self.period = period
+        self.forget()
+
+    def forget(self) -> None:
+        """The window is to be looked up at the next operation."""
+        self.end = -1  # microseconds since the epoch, as the kernel's window
+        # A clock reading (seconds) below which no roll is due: a float compare on the
+        # hot path, a microsecond early so that rounding can never make it late.
+        self.due = -math.inf
+
+    def change(self, period: Period | None) -> None:
+        """Another period (update_limits): what was spent carries into its window."""
+        self.period = period
+        self.ledger.set_window(None)
+        self.forget()
+
+
+_Schedules = tuple[_Schedule, ...]
 
 
 @final
 class MemoryAccount:
     """One budget in a `MemoryStore`. Implements `aiobudget.protocols.LocalAccount`."""
 
-    __slots__ = ("_chain", "_lock", "_queue", "_store")
+    __slots__ = ("_chain", "_clock", "_lock", "_queue", "_schedules", "_store")
 
-    def __init__(self, store: MemoryStore, chain: Chain, queue: WaitQueue) -> None:
+    def __init__(
+        self, store: MemoryStore, chain: Chain, queue: WaitQueue, schedules: _Schedules
+    ) -> None:
         self._store = store
         self._lock = store._lock
         self._chain = chain
         self._queue = queue
+        self._schedules = schedules  # one per level of the chain, leaf first
+        self._clock = store._clock
 
     def __repr__(self) -> str:
         return f"<MemoryAccount {self._chain.leaf!r}>"
@@ -200,6 +253,34 @@ class MemoryAccount:
                 lease.release()
                 _wake(queue)
 
+    def _roll(self) -> None:
+        """Close every window of the chain that the store's clock has left. Called under
+        the lock as an operation enters the store, before its kernel call, so the roll is
+        atomic with the operation and happens exactly once per boundary."""
+        now = None
+        for schedule in self._schedules:
+            period = schedule.period
+            if period is None:
+                continue
+            if now is None:
+                now = self._clock()
+            if now < schedule.due:
+                continue
+            at = round(now * 1_000_000)
+            if at < schedule.end:
+                continue
+            ledger = schedule.ledger
+            closed = ledger.roll(*period.window_us(at))
+            window = ledger.window
+            assert window is not None
+            schedule.end = window[1]
+            schedule.due = (window[1] - 1) / 1_000_000
+            if closed is not None:
+                # Logged under the lock, so it precedes every event of the new window.
+                announce_closed(closed)
+                if self._queue:
+                    self._queue.grant()  # spent fell: waiters may fit now
+
     # -- synchronous core --------------------------------------------------------------
 
     def _try(self, amounts: tuple[int, ...], use_headroom: bool) -> Lease | Denial:
@@ -221,6 +302,8 @@ class MemoryAccount:
         """Reserve without waiting; with *ttl*, refunded *ttl* seconds from now unless
         closed before."""
         with self._lock:
+            if self._store._periodic:
+                self._roll()
             if self._store._orphans:
                 self._drain_orphans()
             if self._store._deadlines:
@@ -236,6 +319,8 @@ class MemoryAccount:
         with self._lock:
             if self._store._deadlines or self._store._expired:
                 self._store._closing(lease)
+            if self._store._periodic:
+                self._roll()
             outcome = lease.settle(actual)
             if self._queue._queue:
                 _wake(self._queue)
@@ -246,6 +331,8 @@ class MemoryAccount:
         with self._lock:
             if self._store._deadlines or self._store._expired:
                 self._store._closing(_lease(held))
+            if self._store._periodic:
+                self._roll()
             outcome = _lease(held).release()
             if self._queue:
                 self._queue.grant()  # a refund rules nobody out: no impossibility scan
@@ -278,6 +365,8 @@ class MemoryAccount:
         """Reserve, waiting up to *timeout* seconds (first come, first served); with
         *ttl*, refunded *ttl* seconds after it was granted unless closed before."""
         with self._lock:
+            if self._store._periodic:
+                self._roll()
             if self._store._orphans:
                 self._drain_orphans()
             if self._store._deadlines:
@@ -355,6 +444,8 @@ class MemoryAccount:
         with self._lock:
             if self._store._deadlines:
                 self._store._expire()
+            if self._store._periodic:
+                self._roll()
             outcome = self._chain.charge(amounts, strict=strict)
             _wake(self._queue)  # waiting may have become useless
             return outcome
@@ -364,6 +455,8 @@ class MemoryAccount:
         with self._lock:
             if self._store._deadlines:
                 self._store._expire()
+            if self._store._periodic:
+                self._roll()
             leaf = self._chain.leaf
             return leaf.snapshot(waiting=self._queue.waiting_at(leaf))
 
@@ -372,6 +465,8 @@ class MemoryAccount:
         with self._lock:
             if self._store._deadlines:
                 self._store._expire()
+            if self._store._periodic:
+                self._roll()
             outcome = self._chain.leaf.reset()
             self._queue.grant()
             return outcome
@@ -381,6 +476,8 @@ class MemoryAccount:
         with self._lock:
             if self._store._deadlines:
                 self._store._expire()
+            if self._store._periodic:
+                self._roll()
             outcome = self._chain.leaf.set_limits(limits)
             _wake(self._queue)
             return outcome
@@ -407,4 +504,15 @@ def _queued(chain: Chain, level: int, amounts: tuple[int, ...]) -> Denial:
     i = max(range(len(held)), key=held.__getitem__)  # name the largest ask
     dim = ledger.dims[i]
     remaining = ledger.remaining(i)
-    return Denial(ledger.name, level, dim, held[i], remaining, impossible=False, queued=True)
+    window = ledger.window
+    resets_at = None if window is None else from_micros(window[1])
+    return Denial(
+        ledger.name,
+        level,
+        dim,
+        held[i],
+        remaining,
+        impossible=False,
+        queued=True,
+        resets_at=resets_at,
+    )

@@ -47,6 +47,12 @@ What this store adds to the kernel, because processes die and networks fail:
   rule is per level, as in `MemoryStore`); a waiter whose ticket expired while it was
   stalled (5 s without an attempt: a blocked event loop) or was lost with Redis's data
   (a failover without persistence) goes to the back of the line.
+* **Periods.** A budget with a period rolls over inside the first script at or after a
+  boundary of the *server's* clock (TIME), exactly once however many processes race on
+  it; ``budget.period_closed`` is logged by the process whose call rolled it. The
+  client only computes the boundaries (``lua/_periods.lua``), around its estimate of the
+  server's time, which it corrects from the server's replies: its own clock may be off
+  by minutes.
 * **Failures** of Redis (unreachable, timeout, script error) raise `BackendError`, never
   an allow. Only Redis errors map there; budget errors (denials, `LimitsMismatch`, ...)
   are the kernel's.
@@ -63,18 +69,20 @@ import asyncio
 import contextlib
 import math
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Final, final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .._errors import BudgetError, InvalidLimits
+from .._period import Period
 from ..kernel import Ledger, Limit
 from ._redis_account import RedisAccount, RedisHeld, snapshot_of
-from ._redis_keys import Level, escape, parse_spec
+from ._redis_keys import Level, escape, parse_spec, period_of
 from ._redis_scripts import backend_errors, require_redis, run, scripts, text
 from ._redis_wait import Listener
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
     from types import TracebackType
 
     from ..kernel import Snapshot
@@ -106,6 +114,7 @@ class RedisStore:
         "_lease_ms",
         "_lease_ttl",
         "_lock",
+        "_offset",
         "_orphans",
         "_prefix",
         "_states",
@@ -142,6 +151,7 @@ class RedisStore:
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._last: tuple[asyncio.AbstractEventLoop, _LoopState] | None = None
         self._orphans: list[RedisHeld] = []
+        self._offset = 0.0  # seconds the server's clock is ahead of ours (periods)
         scripts()  # read the Lua files now: a broken install fails here, not mid-request
 
     def __repr__(self) -> str:
@@ -165,6 +175,7 @@ class RedisStore:
         *,
         parent: Account | None = None,
         update_limits: bool = False,
+        period: Period | None = None,
     ) -> RedisAccount:
         """The account of budget *name* below *parent* (see `aiobudget.protocols.Store`).
 
@@ -172,16 +183,39 @@ class RedisStore:
         """
         if parent is not None and not (isinstance(parent, RedisAccount) and parent._store is self):
             raise InvalidLimits("a child budget must live in the same store as its parent")
+        if period is not None and not isinstance(period, Period):
+            raise InvalidLimits(f"period must be a Period or None, not {period!r}")
         given = {dim: Limit.of(limit) for dim, limit in limits.items()}
         Ledger(given, name=name)  # InvalidLimits now, as MemoryStore would
         escaped = escape(name)
         if parent is None:
             base = f"{self._prefix}:{{{escaped}}}"
-            level = Level(base, name, given, update=update_limits)
+            level = Level(base, name, given, update=update_limits, period=period)
             return RedisAccount(self, (level,), (f"{base}:t", f"{base}:wake"))
         parent_levels = parent._levels
-        level = Level(f"{parent_levels[0].base}/{escaped}", name, given, update=update_limits)
+        level = Level(
+            f"{parent_levels[0].base}/{escaped}", name, given, update=update_limits, period=period
+        )
         return RedisAccount(self, (level, *parent_levels), parent._tree)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """This process's estimate of the Redis server's clock (POSIX seconds), corrected
+        by the replies of scripts on budgets with a period. The server's clock decides
+        when a period rolls over; this one tells people when (``Retry-After``)."""
+        return self._server_time
+
+    def _server_time(self) -> float:
+        return time.time() + self._offset
+
+    def _server_now(self) -> int:
+        """Our estimate of the server's time, in microseconds since the Unix epoch."""
+        return round((time.time() + self._offset) * 1_000_000)
+
+    def _saw_server_time(self, server_us: int) -> None:
+        """A reply said what time the server had: correct our estimate (to within a round
+        trip, which the boundaries sent to scripts leave room for)."""
+        self._offset = server_us / 1_000_000 - time.time()
 
     # -- per event loop --------------------------------------------------------------------
 
@@ -292,6 +326,14 @@ class RedisStore:
             return None
         level = Level(base, name, parse_spec(text(reply[1])), update=False)
         return snapshot_of(level, reply)
+
+    async def describe_period(self, name: str) -> Period | None:
+        """The period stored for the top-level budget *name*, or ``None`` (no period, or no
+        such budget). Reads only; for tools that open a budget as it is stored."""
+        key = f"{self._prefix}:{{{escape(name)}}}:s"
+        with backend_errors(f"reading budget {name!r}"):
+            spec = await self._client().hget(key, "spec")
+        return None if spec is None else period_of(text(spec))
 
     async def aclose(self) -> None:
         """Stop listening and close the client this store made for the running loop."""

@@ -36,6 +36,12 @@ a waiter). Each finishes in well under a second in memory and in at most a few h
 round trips to a server, and is failed after `TIME_LIMIT` seconds rather than left
 hanging. They assume reservations do not expire within a check. Nothing here imports
 pytest or redis.
+
+Budgets that renew (`aiobudget.Period`) need a clock that passes boundaries. Give a
+store a `ManualClock` (``lambda: MemoryStore(clock=ManualClock())``) and the period
+checks move it, over calendar periods and a DST change; with any other clock (the
+system's, Redis's ``TIME``) they use fixed windows of a quarter of a second and wait for
+them: those checks take a second or two each.
 """
 
 from __future__ import annotations
@@ -43,13 +49,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 # The checks register themselves, in this order, when their modules are imported.
-from . import _accounting, _sharing, _statistics  # noqa: F401
+from . import _accounting, _periods, _sharing, _statistics  # noqa: F401
+from ._clock import ManualClock
 from ._harness import REGISTERED, TIME_LIMIT, Check, StoreFactory
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["CHECKS", "TIME_LIMIT", "Check", "StoreFactory", "check_store"]
+__all__ = ["CHECKS", "TIME_LIMIT", "Check", "ManualClock", "StoreFactory", "check_store"]
 
 CHECKS: Final[Sequence[Check]] = tuple(REGISTERED)
 """Every conformance check, in the order `check_store` runs them; each has a name

@@ -140,7 +140,9 @@ local function checked_spec(spec) -- a spec from a caller: canonical, warn and h
     parts[k] = v.dims[k] .. '=' .. S(v.lim[k]) .. '/' .. (w and S(w) or '') .. '/'
       .. S(sub(v.lim[k], v.soft[k]))
   end
-  if #parts == 0 or table.concat(parts, ',') ~= spec then fail('bad limits ' .. spec) end
+  if #parts == 0 or table.concat(parts, ',') ~= string.match(spec, '^[^~]*') then
+    fail('bad limits ' .. spec)
+  end
   return v
 end
 

@@ -11,6 +11,7 @@ local refusal = load_all()
 if refusal then return refusal end
 local amounts = {}
 for i = 1, n do amounts[i] = vec(ARGV[A + i], #L[i].dims) end
+local rolled = roll() if rolled then return rolled end
 reclaim_all()
 
 if strict then

@@ -9,6 +9,7 @@ local ttl = ms_arg(ARGV[A + 1])
 local refusal = load_all()
 if refusal then return refusal end
 local state = lease_state(id)
+local rolled = roll() if rolled then return rolled end
 reclaim_all()
 if state ~= 'live' then
   if state == 'expired' then

@@ -15,6 +15,7 @@ local quiet = ARGV[A + 2] == '1'
 local ticket = ARGV[A + 3]
 local refusal = load_all()
 if refusal then return refusal end
+local rolled = roll() if rolled then return rolled end
 if ticket ~= '' then drop_ticket(id_arg(ticket)) end
 
 local state, value = lease_state(id)

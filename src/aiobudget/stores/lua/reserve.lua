@@ -22,6 +22,7 @@ local refusal = load_all()
 if refusal then return refusal end
 local amounts = {}
 for i = 1, n do amounts[i] = vec(ARGV[A + 5 + i], #L[i].dims) end
+local rolled = roll() if rolled then return rolled end
 -- The same id again is a retry whose first reply was lost (a client or cluster
 -- redirect retried it): answer as if granted now, with no crossing reported twice.
 local existing = redis.call('HGET', L[1].l, id)

@@ -5,6 +5,7 @@
 
 local refusal = load_all()
 if refusal then return refusal end
+local rolled = roll() if rolled then return rolled end
 reclaim_all()
 local v = L[1]
 for k = 1, #v.dims do v.spent[k] = ZERO end

@@ -9,8 +9,11 @@ if refusal then return refusal end
 local v = L[1]
 local new = checked_spec(ARGV[A])
 if dimstr(new) ~= dimstr(v) then return {'LIMITS', 1, v.spec} end
+local rolled = roll() if rolled then return rolled end
 reclaim_all()
-v.spec, v.lim, v.warn, v.soft, v.dirty = ARGV[A], new.lim, new.warn, new.soft, true
+-- New limits keep the stored period.
+v.spec, v.lim, v.warn, v.soft, v.dirty = ARGV[A] .. (string.match(v.spec, '~.*$') or ''),
+  new.lim, new.warn, new.soft, true
 local c = code(v)
 v.peak, v.dp = math.min(v.peak, rank(v, c)), true
 local crossed

@@ -16,6 +16,7 @@ for i = 1, n do actual[i] = vec(ARGV[A + 1 + i], #L[i].dims) end
 
 local state, value = lease_state(id)
 if state == 'closed' then return from_tombstone(value) end
+local rolled = roll() if rolled then return rolled end
 if state ~= 'live' then
   reclaim_all()
   if state == 'expired' then

@@ -5,6 +5,7 @@
 
 local refusal = load_all()
 if refusal then return refusal end
+local rolled = roll() if rolled then return rolled end
 reclaim_all()
 local v = L[1]
 -- Statistics. Closed leases stay a while as tombstones ('=...'): they are not held.
