@@ -22,7 +22,6 @@ from ._errors import ReservationClosed as ReservationClosed
 from ._errors import UnknownDimension as UnknownDimension
 from ._reservation import Reservation as Reservation
 from ._seeds import TokenPool as TokenPool
-from ._seeds import TokenReservation as TokenReservation
 from ._seeds import UnitBudget as UnitBudget
 from ._units import CALLS as CALLS
 from ._units import COST as COST
@@ -42,6 +41,7 @@ from .kernel import Verdict as Verdict
 from .protocols import BudgetGuard as BudgetGuard
 from .protocols import Store as Store
 from .protocols import TokenBudget as TokenBudget
+from .protocols import TokenReservation as TokenReservation
 from .stores.memory import MemoryStore as MemoryStore
 from .stores.redis import RedisStore as RedisStore  # imports redis-py only when used
 
