@@ -17,7 +17,17 @@ from ._errors import (
 from ._reservation import OnUnrecorded, Reservation
 from ._seeds import BudgetTokens, BudgetUnits
 from ._units import Usage
-from .kernel import MAX_AMOUNT, Denial, Limit, Outcome, Snapshot, Status, Verdict, first_over
+from .kernel import (
+    MAX_AMOUNT,
+    Denial,
+    Limit,
+    Outcome,
+    Snapshot,
+    Status,
+    Verdict,
+    check_flag,
+    first_over,
+)
 from .protocols import Account, LocalAccount, Store
 from .stores.memory import MemoryStore
 
@@ -75,6 +85,7 @@ class Budget:
             )
         if name is not None and not isinstance(name, str):
             raise InvalidLimits(f"a budget's name is a str, not {name!r}")
+        check_flag(update_limits, "update_limits")
         self.name = name
         self._store: Store = store if store is not None else MemoryStore()
         self._parent = _parent
@@ -170,6 +181,7 @@ class Budget:
             raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
         if on_unrecorded != "refund" and on_unrecorded != "charge":  # noqa: PLR1714 - hot path
             raise ValueError(f"on_unrecorded must be 'refund' or 'charge', not {on_unrecorded!r}")
+        check_flag(use_headroom, "use_headroom")
         caps = None
         if request_limit is not None:
             caps = self._caps(request_limit)
@@ -255,6 +267,7 @@ class Budget:
         `BudgetExceeded` and changes nothing.
         """
         vector = self._vector(amounts, dims)
+        check_flag(strict, "strict")
         try:
             outcome = await self._account.charge(vector, strict=strict)
         except BudgetExceeded as exc:

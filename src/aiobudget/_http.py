@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 from ._budget import Budget
-from .kernel import check_amount, check_dim
+from .kernel import check_amount, check_dim, check_flag
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -66,6 +66,7 @@ def check_options(
     if not callable(resolve):
         raise TypeError(f"resolve must be a callable of the request, not {resolve!r}")
     check_status(status_code)
+    check_flag(headers, "headers")
     if timeout is not None and not (
         isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0
     ):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Final, final
@@ -161,7 +161,13 @@ class Usage:
             raise InvalidAmount(f"extra must be a mapping, not {self.extra!r}", value=self.extra)
         extra = {}
         for name, value in self.extra.items():
-            check_dim(name)
+            if check_dim(name) in _STANDARD:
+                hint = "input_tokens and output_tokens" if name == TOKENS else f"{name}=..."
+                raise InvalidAmount(
+                    f"extra is for custom dimensions, not the standard {name!r}: give {hint}",
+                    dim=name,
+                    value=value,
+                )
             extra[name] = check_amount(value, name)
         object.__setattr__(self, "extra", MappingProxyType(extra))
 
@@ -230,6 +236,10 @@ class Usage:
             + (_field(usage, "cache_creation_input_tokens") or 0)
         )
         return cls(input_tokens=total_input, output_tokens=_field(usage, "output_tokens") or 0)
+
+
+# Names `extra` may not use: they would be charged twice, or apart from `Usage.tokens`.
+_STANDARD: Final = frozenset({TOKENS, *(f.name for f in fields(Usage) if f.name != "extra")})
 
 
 def _get(obj: object, name: str) -> object:

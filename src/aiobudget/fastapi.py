@@ -100,6 +100,7 @@ from ._http import (
     settle_unrecorded,
 )
 from ._reservation import OnUnrecorded, Reservation
+from .kernel import check_flag
 
 __all__ = [
     "PROBLEM_TYPE",
@@ -215,7 +216,7 @@ class BudgetDependency:
             on_unrecorded=on_unrecorded,
             amounts=amounts,
         )
-        self._cancel_on_disconnect = cancel_on_disconnect
+        self._cancel_on_disconnect = check_flag(cancel_on_disconnect, "cancel_on_disconnect")
 
     def __repr__(self) -> str:
         return f"<BudgetDependency {self._options.amounts} status_code={self._options.status_code}>"

@@ -52,6 +52,7 @@ __all__ = [
     "Verdict",
     "check_amount",
     "check_dim",
+    "check_flag",
     "first_over",
 ]
 
@@ -90,6 +91,14 @@ def check_dim(name: object) -> str:
             "'_', '-' and '.'"
         )
     return name
+
+
+def check_flag(value: object, name: str) -> bool:
+    """Return *value* if it is a ``bool``, else raise `TypeError`: an option such as
+    ``use_headroom="false"`` must not count as true."""
+    if value is True or value is False:
+        return value
+    raise TypeError(f"{name} must be True or False, not {value!r}")
 
 
 def first_over(amounts: Sequence[int], caps: Sequence[int]) -> int:
@@ -378,6 +387,7 @@ class Ledger:
         ``report=False`` a crossing the new limits cause is left for the next operation
         to report (for callers that cannot announce it now).
         """
+        check_flag(report, "report")
         new = tuple(Limit.of(limits[dim]) if dim in limits else None for dim in self.dims)
         if tuple(limits) != self.dims or None in new:
             raise InvalidLimits(
@@ -395,6 +405,7 @@ class Ledger:
 
     def rules_out(self, amounts: Sequence[int], *, use_headroom: bool = False) -> bool:
         """True when ``spent`` alone leaves no room for *amounts* (in this ledger's order)."""
+        check_flag(use_headroom, "use_headroom")
         caps = self._hard if use_headroom else self._soft
         return any(spent + amount > cap for spent, amount, cap in zip(self._spent, amounts, caps))
 
@@ -571,6 +582,7 @@ class Chain:
         Fits when ``spent + reserved + amount <= limit - headroom`` on every dimension of
         every level (``<= limit`` with *use_headroom*).
         """
+        check_flag(use_headroom, "use_headroom")
         if len(amounts) != len(self.leaf._hard):
             _wrong_length(amounts, len(self.leaf._hard))
         if len(self.ledgers) == 1:
@@ -602,6 +614,7 @@ class Chain:
 
     def check(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> Denial | None:
         """Where *amounts* would not fit now, or ``None`` if they would; changes nothing."""
+        check_flag(use_headroom, "use_headroom")
         if len(amounts) != len(self.leaf._hard):
             _wrong_length(amounts, len(self.leaf._hard))
         for level, (ledger, index) in enumerate(zip(self.ledgers, self.indexes)):
@@ -637,6 +650,7 @@ class Chain:
         Never refused, unless *strict*: then, if any level would pass a limit
         (``spent + reserved + amount > limit``), raise `BudgetExceeded` and change nothing.
         """
+        check_flag(strict, "strict")
         if len(amounts) != len(self.leaf._hard):
             _wrong_length(amounts, len(self.leaf._hard))
         if not strict and len(self.ledgers) == 1:

@@ -29,6 +29,7 @@ from aiobudget import (
     InvalidAmount,
     InvalidLimits,
     Limit,
+    MemoryStore,
     RequestLimitExceeded,
     Reservation,
     ReservationClosed,
@@ -782,6 +783,9 @@ BAD_RESERVE: list[tuple[tuple[Any, ...], dict[str, Any], type[Exception]]] = [
     ((), {TOKENS: 1, "timeout": math.nan}, ValueError),
     ((), {TOKENS: 1, "timeout": "1"}, ValueError),
     ((), {TOKENS: 1, "on_unrecorded": "ignore"}, ValueError),
+    ((), {TOKENS: 1, "use_headroom": "false"}, TypeError),
+    ((), {TOKENS: 1, "use_headroom": 1}, TypeError),
+    ((), {TOKENS: 1, "use_headroom": None}, TypeError),
     ((), {TOKENS: 1, "request_limit": {TOKENS: -1}}, InvalidAmount),
     ((), {TOKENS: 1, "request_limit": {"nope": 1}}, UnknownDimension),
 ]
@@ -819,6 +823,28 @@ class TestBadInputChangesNothing:
         with pytest.raises(InvalidAmount):
             budget.reserve(tokens=1, request_limit=request_limit)  # type: ignore[arg-type]
         assert ({TOKENS: 0}, {TOKENS: 0}) == await state(budget)
+
+    @pytest.mark.parametrize("strict", ["no", 0, 1, None])
+    async def test_charge_strict_takes_bools_only(self, strict: object) -> None:
+        """``strict="no"`` is a TypeError, changing nothing, rather than a strict charge."""
+        budget = Budget({TOKENS: 100})
+        await budget.charge(tokens=1)
+        with pytest.raises(TypeError, match="strict"):
+            await budget.charge(tokens=200, strict=strict)  # type: ignore[arg-type]
+        assert ({TOKENS: 1}, {TOKENS: 0}) == await state(budget)
+
+    @pytest.mark.parametrize("update_limits", ["yes", 1, None])
+    async def test_update_limits_takes_bools_only(self, update_limits: object) -> None:
+        """``update_limits`` of a budget or a child is True or False, nothing else."""
+        store = MemoryStore()
+        budget = Budget({TOKENS: 100}, name="flags", store=store)
+        with pytest.raises(TypeError, match="update_limits"):
+            Budget({TOKENS: 5}, name="flags", store=store, update_limits=update_limits)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="update_limits"):
+            budget.child({TOKENS: 5}, update_limits=update_limits)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="update_limits"):
+            store.open("flags", {TOKENS: Limit(5)}, update_limits=update_limits)  # type: ignore[arg-type]
+        assert {TOKENS: Limit(100)} == dict((await budget.snapshot()).limits)
 
     @pytest.mark.parametrize(
         ("args", "kwargs", "error"),

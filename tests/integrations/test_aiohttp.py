@@ -271,6 +271,15 @@ class TestMiddleware:
         with pytest.raises(TypeError):
             budget_middleware(budget, calls=1)  # type: ignore[arg-type]
 
+    @pytest.mark.parametrize("value", ["false", 0, None])
+    async def test_headers_takes_bools_only(self, value: object) -> None:
+        """A truthy or falsy non-bool (``headers="false"``) is a TypeError, not a guess."""
+        budget = Budget({CALLS: 1})
+        with pytest.raises(TypeError, match="headers"):
+            budget_middleware(lambda r: budget, calls=1, headers=value)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="headers"):
+            budgeted(lambda r: budget, calls=1, headers=value)  # type: ignore[arg-type]
+
 
 class TestDenial:
     async def test_a_denial_is_a_problem_json_429(self) -> None:

@@ -296,6 +296,14 @@ class TestReservingPerRequest:
         with pytest.raises(TypeError):
             BudgetDependency(budget, calls=1)  # type: ignore[arg-type]
 
+    @pytest.mark.parametrize("option", ["headers", "cancel_on_disconnect"])
+    @pytest.mark.parametrize("value", ["false", 0, None])
+    async def test_boolean_options_take_bools_only(self, option: str, value: object) -> None:
+        """A truthy or falsy non-bool (``headers="false"``) is a TypeError, not a guess."""
+        budget = Budget({CALLS: 1})
+        with pytest.raises(TypeError, match=option):
+            BudgetDependency(lambda r: budget, calls=1, **{option: value})  # type: ignore[arg-type]
+
 
 class TestDenial:
     async def test_a_denial_is_a_problem_json_429(self) -> None:

@@ -15,7 +15,7 @@ import anyio
 
 from .._errors import InvalidLimits, LimitsMismatch, ReservationClosed
 from .._waiters import Waiter, WaitQueue
-from ..kernel import Chain, Denial, Lease, Ledger, Limit, Outcome, Snapshot
+from ..kernel import Chain, Denial, Lease, Ledger, Limit, Outcome, Snapshot, check_flag
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -54,6 +54,7 @@ class MemoryStore:
         update_limits: bool = False,
     ) -> MemoryAccount:
         """The account of budget *name* below *parent* (see `aiobudget.protocols.Store`)."""
+        check_flag(update_limits, "update_limits")
         if parent is not None and not (isinstance(parent, MemoryAccount) and parent._store is self):
             raise InvalidLimits("a child budget must live in the same store as its parent")
         parent_chain = parent._chain if parent is not None else None

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._errors import BudgetError, InvalidLimits
-from ..kernel import Ledger, Limit
+from ..kernel import Ledger, Limit, check_flag
 from ._redis_account import RedisAccount, RedisHeld
 from ._redis_keys import Level, escape, parse_spec
 from ._redis_scripts import backend_errors, require_redis, run, scripts, text
@@ -169,6 +169,7 @@ class RedisStore:
 
         No I/O: the budget is created in Redis, or its limits checked, by the first call.
         """
+        check_flag(update_limits, "update_limits")
         if parent is not None and not (isinstance(parent, RedisAccount) and parent._store is self):
             raise InvalidLimits("a child budget must live in the same store as its parent")
         given = {dim: Limit.of(limit) for dim, limit in limits.items()}
