@@ -173,6 +173,11 @@ class Budget:
         once. With *timeout* (seconds, ``math.inf`` allowed) it waits, first come first
         served, for live reservations to settle, and still fails at once when spent
         alone makes it impossible. Bad amounts raise here, before anything changes.
+
+        *request_limit* caps this one reservation (see `RequestLimitExceeded`). As a
+        mapping it caps the dimensions it names, at 0 too; as a `Usage` it caps the
+        dimensions the usage maps onto, except where the usage is 0, since a `Usage`
+        cannot tell 0 from a field not given (write ``{COST: 0}`` to forbid a cost).
         """
         vector = self._account.vector(dims) if amounts is None else self._vector(amounts, dims)
         if timeout is not None and (

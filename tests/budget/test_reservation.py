@@ -571,6 +571,29 @@ class TestRequestLimit:
             r.record(Usage(input_tokens=100, output_tokens=51))
         assert r.over_request_limit
 
+    async def test_a_zero_in_a_mapping_is_a_cap_of_zero(self) -> None:
+        """A mapping names the dimensions it caps, 0 included: ``{COST: 0}`` is a request
+        that may not cost anything."""
+        budget = llm_budget()
+        with pytest.raises(RequestLimitExceeded) as info:
+            budget.reserve(calls=1, cost_micros=1, request_limit={COST: 0})
+        assert (COST, 0) == (info.value.dim, info.value.limit)
+        async with budget.reserve(calls=1, request_limit={COST: 0}) as r:
+            r.record(calls=1, cost_micros=5)
+        assert r.over_request_limit
+
+    async def test_a_zero_field_of_a_usage_caps_nothing(self) -> None:
+        """A Usage cannot tell 0 from "not given", so its zero fields (and zero extra
+        entries) cap nothing, while ``tokens`` is capped at input plus output."""
+        budget = Budget({TOKENS: 1_000, INPUT_TOKENS: 600, COST: 50_000, CALLS: 10, "gpu": 5})
+        limit = Usage(input_tokens=100, extra={"gpu": 0})
+        async with budget.reserve(calls=9, cost_micros=40_000, gpu=5, request_limit=limit) as r:
+            r.record(calls=9, cost_micros=40_000, gpu=5, input_tokens=100, tokens=100)
+        assert not r.over_request_limit
+        with pytest.raises(RequestLimitExceeded) as info:
+            budget.reserve(tokens=101, request_limit=limit)
+        assert (TOKENS, 100) == (info.value.dim, info.value.limit)
+
     async def test_flagged_on_exception_too(self) -> None:
         """Recorded usage above the limit is flagged even when the block raised."""
         budget = Budget({TOKENS: 1_000})
