@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Union, final
+from typing import Final, Union, final, get_args
 
 from . import _log
 from ._errors import (
@@ -35,6 +35,8 @@ __all__ = ["Amounts", "Budget", "Callback"]
 
 Amounts = Union[Usage, Mapping[str, int]]  # noqa: UP007 - a runtime alias on Python 3.10
 """What an amount argument accepts besides keywords: a `Usage` or ``{dimension: int}``."""
+
+_ON_UNRECORDED: Final = frozenset(get_args(OnUnrecorded))
 
 Callback = Callable[[str | None, Verdict], Union[Awaitable[None], None]]  # noqa: UP007
 """``on_warn`` / ``on_exhausted``: called with the budget's name and the verdict."""
@@ -174,6 +176,12 @@ class Budget:
         served, for live reservations to settle, and still fails at once when spent
         alone makes it impossible. Bad amounts raise here, before anything changes.
 
+        *on_unrecorded* is what a normal exit with nothing recorded does: ``"refund"``
+        everything (the default) or ``"charge"`` the whole reservation, logging
+        ``budget.unrecorded`` either way so that a forgotten ``record()`` shows; or
+        ``"release"`` everything quietly, for a budget used as a plain limiter, where a
+        reservation is a slot held and there is nothing to record.
+
         *request_limit* caps this one reservation (see `RequestLimitExceeded`). As a
         mapping it caps the dimensions it names, at 0 too; as a `Usage` it caps the
         dimensions the usage maps onto, except where the usage is 0, since a `Usage`
@@ -184,8 +192,10 @@ class Budget:
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
         ):
             raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-        if on_unrecorded != "refund" and on_unrecorded != "charge":  # noqa: PLR1714 - hot path
-            raise ValueError(f"on_unrecorded must be 'refund' or 'charge', not {on_unrecorded!r}")
+        if on_unrecorded not in _ON_UNRECORDED:
+            raise ValueError(
+                f"on_unrecorded must be 'refund', 'charge' or 'release', not {on_unrecorded!r}"
+            )
         check_flag(use_headroom, "use_headroom")
         caps = None
         if request_limit is not None:

@@ -71,8 +71,10 @@ def check_options(
         isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0
     ):
         raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-    if on_unrecorded not in ("charge", "refund"):
-        raise ValueError(f"on_unrecorded must be 'charge' or 'refund', not {on_unrecorded!r}")
+    if on_unrecorded not in ("charge", "refund", "release"):
+        raise ValueError(
+            f"on_unrecorded must be 'charge', 'refund' or 'release', not {on_unrecorded!r}"
+        )
     if retry_after is not None and not callable(retry_after):
         retry_seconds(retry_after)
     checked = {check_dim(dim): check_amount(value, dim) for dim, value in amounts.items()}
@@ -151,7 +153,8 @@ def denial(
 
 
 async def settle_unrecorded(held: Reservation, on_unrecorded: OnUnrecorded) -> None:
-    """A normal exit with nothing recorded: charge or refund as configured.
+    """A normal exit with nothing recorded: charge, or give back (``"refund"`` and
+    ``"release"`` alike), as configured.
 
     Done here rather than by ``on_unrecorded`` of the reservation, which also logs
     ``budget.unrecorded``: here it was configured, not forgotten.

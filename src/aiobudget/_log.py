@@ -57,7 +57,7 @@ EXHAUSTED: Final = "budget.exhausted"
 """The budget reached a limit (WARNING), once per crossing: ``dim``."""
 UNRECORDED: Final = "budget.unrecorded"
 """A reservation exited normally without recording usage (WARNING): ``reserved``,
-``action`` (``refund`` or ``charge``)."""
+``action`` (``refund`` or ``charge``). Not logged with ``on_unrecorded="release"``."""
 OVER_REQUEST_LIMIT: Final = "budget.over_request_limit"
 """Actual usage passed the reservation's ``request_limit`` (WARNING): ``dim``, ``actual``,
 ``limit``. It was charged all the same: the ledger tells the truth."""

@@ -169,6 +169,38 @@ class TestEvents:
             {"budget": "ev", "reserved": {TOKENS: 4}, "action": "charge", "log_level": "warning"}
         ] == events(logs, "budget.unrecorded")
 
+    @pytest.mark.parametrize("close", ["exit", "commit"])
+    async def test_release_is_quiet(self, close: str) -> None:
+        """on_unrecorded="release" gives an unrecorded reservation back without
+        budget.unrecorded: a limiter's slot has nothing to record."""
+        budget = Budget({TOKENS: 100, CALLS: 5}, name="ev")
+        with capture_logs() as logs:
+            async with budget.reserve(calls=1, on_unrecorded="release") as r:
+                if close == "commit":
+                    await r.commit()
+        assert (
+            [],
+            [
+                {
+                    "budget": "ev",
+                    "reserved": {TOKENS: 0, CALLS: 1},
+                    "reason": "unrecorded",
+                    "log_level": "debug",
+                }
+            ],
+        ) == (
+            events(logs, "budget.unrecorded"),
+            events(logs, "budget.released"),
+        )
+        assert {TOKENS: 100, CALLS: 5} == await budget.remaining()
+
+    async def test_release_still_charges_what_was_recorded(self) -> None:
+        """on_unrecorded="release" changes only the exit with nothing recorded."""
+        budget = Budget({TOKENS: 100, CALLS: 5}, name="ev")
+        async with budget.reserve(calls=1, tokens=10, on_unrecorded="release") as r:
+            r.record(calls=1, tokens=3)
+        assert {TOKENS: 97, CALLS: 4} == await budget.remaining()
+
     async def test_waiting_only_when_queued(self) -> None:
         """budget.waiting is logged only by a reservation that really waits."""
         budget = Budget({TOKENS: 100}, name="ev")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import anyio
@@ -165,10 +165,14 @@ class TestMiddleware:
         assert ({CALLS: 3}, {CALLS: 0}) == await state(budget)
         assert [] == [e for e in logs if e["event"] == "budget.unrecorded"]
 
-    async def test_refund_mode_charges_nothing_unrecorded(self) -> None:
-        """``on_unrecorded="refund"``: the amounts only cap what is in flight."""
+    @pytest.mark.parametrize("mode", ["refund", "release"])
+    async def test_refund_mode_charges_nothing_unrecorded(
+        self, mode: Literal["refund", "release"]
+    ) -> None:
+        """``on_unrecorded="refund"`` (or ``"release"``): the amounts only cap what is in
+        flight."""
         budget = Budget({CALLS: 1}, name="t")
-        app = guarded_app(budget_middleware(lambda r: budget, on_unrecorded="refund", calls=1))
+        app = guarded_app(budget_middleware(lambda r: budget, on_unrecorded=mode, calls=1))
         async with in_process(app) as client:
             codes = [(await client.get("/work")).status for _ in range(3)]
         assert [200, 200, 200] == codes

@@ -15,7 +15,7 @@ import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.lowlevel
@@ -200,10 +200,14 @@ class TestReservingPerRequest:
                 await client.get("/work")
         assert [] == [e for e in logs if e["event"] == "budget.unrecorded"]
 
-    async def test_refund_mode_charges_nothing_unrecorded(self) -> None:
-        """``on_unrecorded="refund"``: the amounts only cap what is in flight."""
+    @pytest.mark.parametrize("mode", ["refund", "release"])
+    async def test_refund_mode_charges_nothing_unrecorded(
+        self, mode: Literal["refund", "release"]
+    ) -> None:
+        """``on_unrecorded="refund"`` (or ``"release"``): the amounts only cap what is in
+        flight."""
         budget = Budget({CALLS: 1}, name="t")
-        dep = BudgetDependency(lambda r: budget, on_unrecorded="refund", calls=1)
+        dep = BudgetDependency(lambda r: budget, on_unrecorded=mode, calls=1)
         async with client_for(budget_app(dep)) as client:
             with capture_logs() as logs:
                 codes = [(await client.get("/work")).status_code for _ in range(3)]
