@@ -144,7 +144,7 @@ class RedisStore:
         scripts()  # read the Lua files now: a broken install fails here, not mid-request
 
     def __repr__(self) -> str:
-        where = _mask(self._url) if self._url is not None else type(self._given).__name__
+        where = redact(self._url) if self._url is not None else type(self._given).__name__
         return f"<RedisStore {where} prefix={self._prefix!r} lease_ttl={self._lease_ttl:g}>"
 
     @property
@@ -345,8 +345,8 @@ async def _close_at_shutdown(store: RedisStore, state: _LoopState) -> AsyncGener
         await state.close()
 
 
-def _mask(url: str) -> str:
-    """*url* without its password (in the authority or the query string)."""
+def redact(url: str) -> str:
+    """*url* without its password (in the authority or the query string), for messages."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password is not None:
