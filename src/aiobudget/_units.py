@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Final, final
 
 from ._errors import InvalidAmount
-from .kernel import MAX_AMOUNT, check_amount, check_dim
+from .kernel import MAX_AMOUNT, check_amount, check_dim, saturate
 
 __all__ = [
     "CALLS",
@@ -130,10 +130,6 @@ def _empty() -> Mapping[str, int]:
     return MappingProxyType({})
 
 
-def _sat(value: int) -> int:
-    return value if value <= MAX_AMOUNT else MAX_AMOUNT
-
-
 @final
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -174,19 +170,19 @@ class Usage:
     @property
     def tokens(self) -> int:
         """``input_tokens + output_tokens``."""
-        return _sat(self.input_tokens + self.output_tokens)
+        return saturate(self.input_tokens + self.output_tokens)
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
         extra = dict(self.extra)
         for name, value in other.extra.items():
-            extra[name] = _sat(extra.get(name, 0) + value)
+            extra[name] = saturate(extra.get(name, 0) + value)
         return Usage(
-            input_tokens=_sat(self.input_tokens + other.input_tokens),
-            output_tokens=_sat(self.output_tokens + other.output_tokens),
-            cost_micros=_sat(self.cost_micros + other.cost_micros),
-            calls=_sat(self.calls + other.calls),
+            input_tokens=saturate(self.input_tokens + other.input_tokens),
+            output_tokens=saturate(self.output_tokens + other.output_tokens),
+            cost_micros=saturate(self.cost_micros + other.cost_micros),
+            calls=saturate(self.calls + other.calls),
             extra=extra,
         )
 
@@ -199,7 +195,7 @@ class Usage:
             if name in dims:
                 out[name] = getattr(self, name)
         for name, value in self.extra.items():
-            out[name] = _sat(out.get(name, 0) + value)
+            out[name] = saturate(out.get(name, 0) + value)
         return out
 
     @classmethod
@@ -230,7 +226,7 @@ class Usage:
         usage = _usage_of(obj)
         if _field(usage, "input_tokens") is None and _field(usage, "output_tokens") is None:
             raise _no_usage(obj)
-        total_input = _sat(
+        total_input = saturate(
             (_field(usage, "input_tokens") or 0)
             + (_field(usage, "cache_read_input_tokens") or 0)
             + (_field(usage, "cache_creation_input_tokens") or 0)
@@ -242,7 +238,9 @@ class Usage:
 _STANDARD: Final = frozenset({TOKENS, *(f.name for f in fields(Usage) if f.name != "extra")})
 
 
-def _get(obj: object, name: str) -> object:
+def field_of(obj: object, name: str) -> object:
+    """``obj[name]`` for a mapping, else ``obj.name``; None when it has no such field
+    (how responses of LLM SDKs and their dict forms are read alike)."""
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
@@ -252,7 +250,7 @@ def _usage_of(obj: object) -> object:
     """The ``usage`` part of a response, or *obj* itself when it is the usage."""
     if obj is None:
         raise InvalidAmount("no usage given (None): the response carried no usage", value=obj)
-    usage = _get(obj, "usage")
+    usage = field_of(obj, "usage")
     return obj if usage is None else usage
 
 
@@ -262,7 +260,7 @@ def _no_usage(obj: object) -> InvalidAmount:
 
 
 def _field(usage: object, name: str) -> int | None:
-    value = _get(usage, name)
+    value = field_of(usage, name)
     if value is None:
         return None
     return check_amount(value, name)

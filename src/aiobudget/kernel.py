@@ -54,6 +54,7 @@ __all__ = [
     "check_dim",
     "check_flag",
     "first_over",
+    "saturate",
 ]
 
 MAX_AMOUNT: Final = 2**63 - 1
@@ -313,13 +314,6 @@ class Ledger:
         """What live reservations hold, per dimension."""
         return tuple(self._reserved)
 
-    def index(self, dim: str) -> int:
-        """Position of *dim*, or `UnknownDimension`."""
-        try:
-            return self._index[dim]
-        except KeyError:
-            raise UnknownDimension(dim, known=self.dims, budget=self.name) from None
-
     def vector(self, amounts: Mapping[str, object]) -> tuple[int, ...]:
         """Validate *amounts* (dimension -> int) and return them as a tuple in this ledger's
         order; dimensions not named are 0. Raises `UnknownDimension` or `InvalidAmount`."""
@@ -427,7 +421,8 @@ def _wrong_length(amounts: Sequence[int], expected: int) -> NoReturn:
     )
 
 
-def _saturate(value: int) -> int:
+def saturate(value: int) -> int:
+    """*value*, or ``MAX_AMOUNT`` when it is larger: sums saturate rather than overflow."""
     return value if value <= MAX_AMOUNT else MAX_AMOUNT
 
 
@@ -664,7 +659,7 @@ class Chain:
                     raise BudgetExceeded(
                         dim=ledger.dims[i],
                         limit=ledger._hard[i],
-                        attempted=_saturate(attempted),
+                        attempted=saturate(attempted),
                         budget=ledger.name,
                     )
         outcomes = [_add(ledger, held) for ledger, held in zip(self.ledgers, levels)]

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, final
 
 import anyio
 
-from ._units import COST, Pricing, Usage
+from ._units import COST, Pricing, Usage, field_of
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -88,21 +88,15 @@ _MAX_TOKENS_KEYS: Final = ("max_tokens", "max_completion_tokens", "max_output_to
 # -- reading usage -------------------------------------------------------------------
 
 
-def _get(obj: object, name: str) -> object:
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
 def _usage_in(obj: object, *wrappers: str) -> object:
     """The ``usage`` of *obj*, or of one of its *wrappers* (stream events nest it)."""
-    usage = _get(obj, "usage")
+    usage = field_of(obj, "usage")
     if usage is not None:
         return usage
     for wrapper in wrappers:
-        inner = _get(obj, wrapper)
+        inner = field_of(obj, wrapper)
         if inner is not None:
-            usage = _get(inner, "usage")
+            usage = field_of(inner, "usage")
             if usage is not None:
                 return usage
     return None

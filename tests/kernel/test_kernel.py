@@ -254,17 +254,7 @@ class TestLedgerConstruction:
             Ledger({"a": value})  # type: ignore[dict-item]
 
 
-class TestLedgerIndexAndVector:
-    def test_index(self) -> None:
-        """index() gives a dimension's position."""
-        assert 1 == Ledger({"a": 1, "b": 1}).index("b")
-
-    def test_index_unknown(self) -> None:
-        """index() of an unknown dimension is UnknownDimension, naming what exists."""
-        with pytest.raises(UnknownDimension) as info:
-            Ledger({"a": 1, "b": 1}, name="run").index("c")
-        assert ("c", ("a", "b"), "run") == (info.value.dim, info.value.known, info.value.budget)
-
+class TestLedgerVector:
     def test_vector_orders_by_declaration(self) -> None:
         """vector() lists amounts in the ledger's order whatever the mapping's order."""
         ledger = Ledger({"a": 10, "b": 10, "c": 10})
