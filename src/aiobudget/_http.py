@@ -152,16 +152,16 @@ def denial(
     return problem, fields
 
 
-async def settle_unrecorded(held: Reservation, on_unrecorded: OnUnrecorded) -> None:
+async def settle_unrecorded(reservation: Reservation, on_unrecorded: OnUnrecorded) -> None:
     """A normal exit with nothing recorded: charge, or give back (``"refund"`` and
     ``"release"`` alike), as configured.
 
     Done here rather than by ``on_unrecorded`` of the reservation, which also logs
     ``budget.unrecorded``: here it was configured, not forgotten.
     """
-    if not held.held or held.has_recorded:
+    if not reservation.held or reservation.has_recorded:
         return
     if on_unrecorded == "charge":
-        held.record(held.amounts)
+        reservation.record(reservation.amounts)
     else:
-        await held.release()
+        await reservation.release()
