@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -448,6 +449,61 @@ class TestInterruptedAcrossProcesses:
             for pid in workers:  # only if the test failed: never leave them running
                 if Path(f"/proc/{pid}").exists():
                     os.kill(pid, signal.SIGKILL)
+        assert {"tokens": 0, "cost_micros": 0, "calls": 0} == _reserved(
+            redis_url, redis_prefix, "demo"
+        )
+
+
+def _typed_ctrl_c(*args: str) -> tuple[int, str]:
+    """Run ``aiobudget demo --no-live ARGS`` on a real terminal (a pty, by ``script``),
+    type Ctrl-C once agents are at work, and return the exit code and what the terminal
+    showed."""
+    command = " ".join([sys.executable, "-m", "aiobudget", "demo", "--no-live", *args])
+    process = subprocess.Popen(  # noqa: S603 - util-linux's script, our command line
+        ["script", "-qefc", f"{command}; echo EXIT=$?", "/dev/null"],  # noqa: S607
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=_env(),
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    shown = b""
+    try:
+        while not re.search(rb"\| active [1-9]", shown):
+            chunk = os.read(process.stdout.fileno(), 4096)
+            assert chunk, shown.decode(errors="replace")
+            shown += chunk
+        process.stdin.write(b"\x03")  # the terminal turns it into SIGINT
+        process.stdin.flush()
+        rest, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    text = (shown + rest).decode(errors="replace")
+    code = re.search(r"EXIT=(\d+)", text)
+    assert code is not None, text
+    return int(code.group(1)), text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux's script")
+class TestCtrlCTypedInATerminal:
+    @pytest.mark.parametrize("backend", ["asyncio", "trio"])
+    def test_in_memory(self, backend: str) -> None:
+        """^C typed in a terminal: "aiobudget: interrupted", exit 130, no traceback."""
+        code, shown = _typed_ctrl_c(*LONG, "--backend", backend)
+        assert 130 == code
+        assert "aiobudget: interrupted" in shown
+        assert "Traceback" not in shown
+
+    @pytest.mark.redis
+    def test_across_processes(self, redis_url: str, redis_prefix: str) -> None:
+        """^C typed in a terminal on a Redis demo: exit 130 and nothing stays reserved."""
+        code, shown = _typed_ctrl_c(
+            *LONG, "--processes", "2", "--redis", redis_url, "--prefix", redis_prefix
+        )
+        assert (130, True) == (code, "Traceback" not in shown)
         assert {"tokens": 0, "cost_micros": 0, "calls": 0} == _reserved(
             redis_url, redis_prefix, "demo"
         )
