@@ -118,7 +118,12 @@ class _Logger:
     @property
     def debug_enabled(self) -> bool:
         """Whether DEBUG events would go anywhere; callers skip building them otherwise."""
-        return is_configured() and self._resolve()[1]
+        if not is_configured():
+            return False
+        state = self._state
+        if state[0] is None and _proxy.bind() is state[1]:  # _resolve's fast path, inlined
+            return state[2]
+        return self._resolve()[1]
 
     def debug(self, event: str, **fields: Any) -> None:
         if is_configured():
