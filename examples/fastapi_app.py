@@ -85,9 +85,9 @@ app = FastAPI()
 
 
 @app.post("/chat")
-async def chat(prompt: Prompt, held: Metered) -> dict[str, object]:
+async def chat(prompt: Prompt, reservation: Metered) -> dict[str, object]:
     reply = await chat_llm(
-        held.budget, messages=[{"role": "user", "content": prompt.text}], max_tokens=600
+        reservation.budget, messages=[{"role": "user", "content": prompt.text}], max_tokens=600
     )
     return {"answer": reply["choices"][0]["message"]["content"], "usage": reply["usage"]}
 

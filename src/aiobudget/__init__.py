@@ -24,7 +24,6 @@ from ._period import Period as Period
 from ._pricing import Pricing as Pricing
 from ._reservation import Reservation as Reservation
 from ._seeds import TokenPool as TokenPool
-from ._seeds import TokenReservation as TokenReservation
 from ._seeds import UnitBudget as UnitBudget
 from ._units import CALLS as CALLS
 from ._units import COST as COST
@@ -43,6 +42,7 @@ from .kernel import Verdict as Verdict
 from .protocols import BudgetGuard as BudgetGuard
 from .protocols import Store as Store
 from .protocols import TokenBudget as TokenBudget
+from .protocols import TokenReservation as TokenReservation
 from .stores.memory import MemoryStore as MemoryStore
 from .stores.redis import RedisStore as RedisStore  # imports redis-py only when used
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Union, final
+from typing import Final, Union, final, get_args
 
 from . import _log
 from ._errors import (
@@ -19,7 +19,17 @@ from ._period import Period
 from ._reservation import OnUnrecorded, Reservation
 from ._seeds import BudgetTokens, BudgetUnits
 from ._units import Usage
-from .kernel import MAX_AMOUNT, Denial, Limit, Outcome, Snapshot, Status, Verdict, first_over
+from .kernel import (
+    MAX_AMOUNT,
+    Denial,
+    Limit,
+    Outcome,
+    Snapshot,
+    Status,
+    Verdict,
+    check_flag,
+    first_over,
+)
 from .protocols import Account, LocalAccount, Store
 from .stores.memory import MemoryStore
 
@@ -27,6 +37,8 @@ __all__ = ["Amounts", "Budget", "Callback"]
 
 Amounts = Union[Usage, Mapping[str, int]]  # noqa: UP007 - a runtime alias on Python 3.10
 """What an amount argument accepts besides keywords: a `Usage` or ``{dimension: int}``."""
+
+_ON_UNRECORDED: Final = frozenset(get_args(OnUnrecorded))
 
 Callback = Callable[[str | None, Verdict], Union[Awaitable[None], None]]  # noqa: UP007
 """``on_warn`` / ``on_exhausted``: called with the budget's name and the verdict."""
@@ -85,6 +97,7 @@ class Budget:
             raise InvalidLimits(
                 f"period must be a Period (Period.daily(), Period.every(3600), ...), not {period!r}"
             )
+        check_flag(update_limits, "update_limits")
         self.name = name
         self._store: Store = store if store is not None else MemoryStore()
         self._parent = _parent
@@ -183,6 +196,17 @@ class Budget:
         served, for live reservations to settle, and still fails at once when spent
         alone makes it impossible. Bad amounts raise here, before anything changes.
 
+        *on_unrecorded* is what a normal exit with nothing recorded does: ``"refund"``
+        everything (the default) or ``"charge"`` the whole reservation, logging
+        ``budget.unrecorded`` either way so that a forgotten ``record()`` shows; or
+        ``"release"`` everything quietly, for a budget used as a plain limiter, where a
+        reservation is a slot held and there is nothing to record.
+
+        *request_limit* caps this one reservation (see `RequestLimitExceeded`). As a
+        mapping it caps the dimensions it names, at 0 too; as a `Usage` it caps the
+        dimensions the usage maps onto, except where the usage is 0, since a `Usage`
+        cannot tell 0 from a field not given (write ``{COST: 0}`` to forbid a cost).
+
         With *ttl* (seconds, finite, > 0) the store refunds the reservation by itself if
         it is still open that long after it was granted (``await r.extend()`` renews it);
         closing it later raises `ReservationClosed` and changes nothing. `RedisStore`
@@ -194,8 +218,11 @@ class Budget:
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
         ):
             raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-        if on_unrecorded != "refund" and on_unrecorded != "charge":  # noqa: PLR1714 - hot path
-            raise ValueError(f"on_unrecorded must be 'refund' or 'charge', not {on_unrecorded!r}")
+        if on_unrecorded not in _ON_UNRECORDED:
+            raise ValueError(
+                f"on_unrecorded must be 'refund', 'charge' or 'release', not {on_unrecorded!r}"
+            )
+        check_flag(use_headroom, "use_headroom")
         if ttl is not None:
             _check_ttl(ttl)
         caps = None
@@ -320,6 +347,7 @@ class Budget:
         `BudgetExceeded` and changes nothing.
         """
         vector = self._vector(amounts, dims)
+        check_flag(strict, "strict")
         try:
             outcome = await self._account.charge(vector, strict=strict)
         except BudgetExceeded as exc:

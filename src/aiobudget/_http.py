@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 from ._budget import Budget
 from ._period import rfc3339
-from .kernel import check_amount, check_dim
+from .kernel import check_amount, check_dim, check_flag
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -68,12 +68,15 @@ def check_options(
     if not callable(resolve):
         raise TypeError(f"resolve must be a callable of the request, not {resolve!r}")
     check_status(status_code)
+    check_flag(headers, "headers")
     if timeout is not None and not (
         isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0
     ):
         raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-    if on_unrecorded not in ("charge", "refund"):
-        raise ValueError(f"on_unrecorded must be 'charge' or 'refund', not {on_unrecorded!r}")
+    if on_unrecorded not in ("charge", "refund", "release"):
+        raise ValueError(
+            f"on_unrecorded must be 'charge', 'refund' or 'release', not {on_unrecorded!r}"
+        )
     if retry_after is not None and not callable(retry_after):
         retry_seconds(retry_after)
     checked = {check_dim(dim): check_amount(value, dim) for dim, value in amounts.items()}
@@ -167,15 +170,16 @@ def denial(
     return problem, fields
 
 
-async def settle_unrecorded(held: Reservation, on_unrecorded: OnUnrecorded) -> None:
-    """A normal exit with nothing recorded: charge or refund as configured.
+async def settle_unrecorded(reservation: Reservation, on_unrecorded: OnUnrecorded) -> None:
+    """A normal exit with nothing recorded: charge, or give back (``"refund"`` and
+    ``"release"`` alike), as configured.
 
     Done here rather than by ``on_unrecorded`` of the reservation, which also logs
     ``budget.unrecorded``: here it was configured, not forgotten.
     """
-    if not held.held or held.has_recorded:
+    if not reservation.held or reservation.has_recorded:
         return
     if on_unrecorded == "charge":
-        held.record(held.amounts)
+        reservation.record(reservation.amounts)
     else:
-        await held.release()
+        await reservation.release()

@@ -19,11 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final
 
 import structlog
-
-# structlog's private configuration record: read (never written) only to notice that the
-# application reconfigured logging, so the resolved logger can be cached between calls.
-# Resolving through the lazy proxy on every call costs microseconds per reservation.
-from structlog import _config as _structlog_config
+from structlog import get_config, is_configured
 
 __all__ = [
     "ABANDONED",
@@ -73,7 +69,7 @@ EXHAUSTED: Final = "budget.exhausted"
 """The budget reached a limit (WARNING), once per crossing: ``dim``."""
 UNRECORDED: Final = "budget.unrecorded"
 """A reservation exited normally without recording usage (WARNING): ``reserved``,
-``action`` (``refund`` or ``charge``)."""
+``action`` (``refund`` or ``charge``). Not logged with ``on_unrecorded="release"``."""
 OVER_REQUEST_LIMIT: Final = "budget.over_request_limit"
 """Actual usage passed the reservation's ``request_limit`` (WARNING): ``dim``, ``actual``,
 ``limit``. It was charged all the same: the ledger tells the truth."""
@@ -98,68 +94,76 @@ LLM_STREAM_WITHOUT_USAGE: Final = "llm.stream_without_usage"
 (WARNING, before the call)."""
 
 
-class _Logger:
-    """structlog's ``get_logger("aiobudget")``, resolved once per configuration."""
+# structlog's lazy proxy. Its ``bind()`` assembles a logger from the configuration of the
+# moment or, once the application configured ``cache_logger_on_first_use=True``, returns
+# the logger it assembled first: structlog's own choice between following
+# reconfiguration and speed, left to the application as for its own loggers.
+_proxy: Final[Any] = structlog.get_logger("aiobudget")
 
-    __slots__ = (
-        "_bound",
-        "_configured",
-        "_context",
-        "_debug",
-        "_factory",
-        "_processors",
-        "_wrapper",
-    )
+
+class _Logger:
+    """structlog's ``get_logger("aiobudget")``, with DEBUG events skipped while structlog
+    is unconfigured (its default prints every level) or filters them out.
+
+    Whether DEBUG is on is asked on every reservation, so the answer is kept with the
+    logger it was asked of, through structlog's public API only. When the proxy caches,
+    ``bind()`` returns the same logger and one identity check suffices. Otherwise it would
+    assemble a new logger per call (microseconds), so the logger is kept until
+    `structlog.get_config` shows another configuration.
+    """
+
+    __slots__ = ("_state",)
 
     def __init__(self) -> None:
-        self._processors: object = None
-        self._wrapper: object = None
-        self._factory: object = None
-        self._context: object = None
-        self._configured: object = None
-        self._bound: Any = None
-        self._debug = False
+        # (the configuration seen, or None while the proxy caches; the bound logger; DEBUG
+        # on?), replaced whole so that no thread sees one logger with another's answer.
+        self._state: tuple[tuple[object, ...] | None, Any, bool] = ((), None, False)
 
-    def _current(self) -> Any:
-        config = _structlog_config._CONFIG
-        if (
-            config.default_processors is self._processors
-            and config.default_wrapper_class is self._wrapper
-            and config.logger_factory is self._factory
-            and config.default_context_class is self._context
-            and config.is_configured is self._configured
-        ):
-            return self._bound
-        bound = structlog.get_logger("aiobudget").bind()
-        enabled = getattr(bound, "is_enabled_for", None)
-        self._debug = config.is_configured and (enabled is None or enabled(logging.DEBUG))
-        self._bound = bound
-        self._processors = config.default_processors
-        self._wrapper = config.default_wrapper_class
-        self._factory = config.logger_factory
-        self._context = config.default_context_class
-        self._configured = config.is_configured
-        return bound
+    def _resolve(self) -> tuple[Any, bool]:
+        """The bound logger, and whether it lets DEBUG events through."""
+        seen, bound, debug = self._state
+        if seen is None:
+            current = _proxy.bind()
+            if current is bound:
+                return bound, debug
+        else:
+            if _configuration() == seen:  # the same objects: compared by identity, fast
+                return bound, debug
+            current = _proxy.bind()
+        enabled = getattr(current, "is_enabled_for", None)
+        debug = is_configured() and (enabled is None or bool(enabled(logging.DEBUG)))
+        caches = _proxy.bind() is current
+        self._state = (None if caches else _configuration(), current, debug)
+        return current, debug
 
     @property
     def debug_enabled(self) -> bool:
         """Whether DEBUG events would go anywhere; callers skip building them otherwise."""
-        self._current()
-        return self._debug
+        if not is_configured():
+            return False
+        state = self._state
+        if state[0] is None and _proxy.bind() is state[1]:  # _resolve's fast path, inlined
+            return state[2]
+        return self._resolve()[1]
 
     def debug(self, event: str, **fields: Any) -> None:
-        bound = self._current()
-        if self._debug:
-            bound.debug(event, **fields)
+        if is_configured():
+            bound, debug = self._resolve()
+            if debug:
+                bound.debug(event, **fields)
 
     def info(self, event: str, **fields: Any) -> None:
-        self._current().info(event, **fields)
+        self._resolve()[0].info(event, **fields)
 
     def warning(self, event: str, **fields: Any) -> None:
-        self._current().warning(event, **fields)
+        self._resolve()[0].warning(event, **fields)
 
     def error(self, event: str, **fields: Any) -> None:
-        self._current().error(event, **fields)
+        self._resolve()[0].error(event, **fields)
+
+
+def _configuration() -> tuple[object, ...]:
+    return (is_configured(), *get_config().values())
 
 
 logger: Final = _Logger()

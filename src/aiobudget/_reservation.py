@@ -23,7 +23,11 @@ _NEW: Final = 0
 _HELD: Final = 1
 _CLOSED: Final = 2
 
-OnUnrecorded = Literal["refund", "charge"]
+OnUnrecorded = Literal["refund", "charge", "release"]
+"""What a normal exit with nothing recorded does: ``"refund"`` everything and log
+``budget.unrecorded`` (a forgotten ``record()`` shows), ``"charge"`` the whole reservation
+and log it, or ``"release"`` everything quietly, for a reservation used as a limiter (a
+slot held, nothing to record)."""
 
 
 @final
@@ -318,7 +322,7 @@ class Reservation:
         actual: tuple[int, ...] | None
         if recorded is not None:
             actual = tuple(recorded)
-        elif failed:
+        elif failed or self._on_unrecorded == "release":
             actual = None
         else:
             charge = self._on_unrecorded == "charge"

@@ -8,20 +8,20 @@ and `Budget.as_token_budget`) put the same protocols over any `Budget`, in any s
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import defaultdict
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, final
 
-from ._errors import InvalidAmount, ReservationClosed, UnknownDimension
+from ._errors import InvalidAmount, UnknownDimension
 from ._units import INPUT_TOKENS, OUTPUT_TOKENS, TOKENS
-from .kernel import check_amount
+from .kernel import MAX_AMOUNT, check_amount
+from .protocols import TokenReservation
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from ._budget import Budget
     from ._reservation import Reservation
 
-__all__ = ["BudgetTokens", "BudgetUnits", "TokenPool", "TokenReservation", "UnitBudget"]
+__all__ = ["BudgetTokens", "BudgetUnits", "TokenPool", "UnitBudget"]
 
 
 @final
@@ -80,62 +80,11 @@ class UnitBudget:
             self._available = min(self._capacity, self._available + cost)
 
 
-class _Reconciler(Protocol):
-    async def _refund(self, reservation: TokenReservation) -> None: ...
-
-
-@final
-class TokenReservation:
-    """Tokens held for one call, from `TokenBudget.try_reserve_tokens`.
-
-    An async context manager: leaving it (or ``await reservation.cancel()``) before
-    ``record_usage`` refunds the whole ``estimate``, exactly once.
-    """
-
-    __slots__ = ("_lock", "_owner", "_state", "estimate")
-
-    def __init__(self, owner: _Reconciler, estimate: int) -> None:
-        self._owner = owner
-        self.estimate = estimate
-        self._state = "held"  # -> "recorded" or "cancelled"
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"<TokenReservation estimate={self.estimate} {self._state}>"
-
-    @property
-    def open(self) -> bool:
-        """True until usage is recorded or the reservation is cancelled."""
-        return self._state == "held"
-
-    def _close(self, state: str) -> bool:
-        with self._lock:
-            if self._state != "held":
-                return False
-            self._state = state
-            return True
-
-    async def cancel(self) -> None:
-        """Refund the whole estimate, unless usage was recorded already (then nothing)."""
-        if self._close("cancelled"):
-            await self._owner._refund(self)
-
-    async def __aenter__(self) -> TokenReservation:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.cancel()
-
-
 def _usage_counts(prompt_tokens: int, completion_tokens: int) -> int:
+    """Prompt plus completion tokens, validated; the sum saturates at ``2**63 - 1``."""
     check_amount(prompt_tokens, "prompt_tokens")
     check_amount(completion_tokens, "completion_tokens")
-    return prompt_tokens + completion_tokens
+    return min(prompt_tokens + completion_tokens, MAX_AMOUNT)
 
 
 @final
@@ -175,28 +124,51 @@ class TokenPool:
             if estimate > self._available:
                 return None
             self._available -= estimate
-        return TokenReservation(self, estimate)
+        return TokenReservation(self, estimate, _PoolHold(self, estimate))
 
     async def record_usage(
         self, reservation: TokenReservation, prompt_tokens: int, completion_tokens: int
     ) -> None:
         """Reconcile *reservation* with the tokens the call really used."""
         actual = _usage_counts(prompt_tokens, completion_tokens)
-        if reservation._owner is not self:
-            raise ReservationClosed("this reservation belongs to another token budget")
-        if not reservation._close("recorded"):
-            raise ReservationClosed("usage was already recorded, or the reservation cancelled")
+        reservation.claim(self)
         with self._lock:
-            self._consumed += actual
+            self._consumed = min(self._consumed + actual, MAX_AMOUNT)
             self._available = max(0, self._available + reservation.estimate - actual)
 
     async def tokens_consumed(self) -> int:
-        """Prompt plus completion tokens recorded since construction."""
+        """Prompt plus completion tokens recorded since construction (at most
+        ``2**63 - 1``)."""
         return self._consumed
 
-    async def _refund(self, reservation: TokenReservation) -> None:
+    def _give_back(self, estimate: int) -> None:
         with self._lock:
-            self._available = min(self._capacity, self._available + reservation.estimate)
+            self._available = min(self._capacity, self._available + estimate)
+
+
+@final
+class _PoolHold:
+    """The tokens of one `TokenPool` reservation."""
+
+    __slots__ = ("_estimate", "_pool")
+
+    def __init__(self, pool: TokenPool, estimate: int) -> None:
+        self._pool = pool
+        self._estimate = estimate
+
+    async def refund(self) -> None:
+        self._pool._give_back(self._estimate)
+
+    def abandon(self) -> None:
+        # Give back first: the warning may be an error (-W error).
+        self._pool._give_back(self._estimate)
+        warnings.warn(
+            f"a TokenReservation of {self._estimate} tokens from {self._pool!r} was "
+            "garbage-collected before record_usage() or cancel(); it was refunded. "
+            "Use 'async with reservation:' or await reservation.cancel().",
+            ResourceWarning,
+            stacklevel=1,
+        )
 
 
 @final
@@ -207,14 +179,14 @@ class BudgetUnits:
     ``release(cost)`` gives back one held reservation of that cost.
     """
 
-    __slots__ = ("_budget", "_dim", "_held", "_lock")
+    __slots__ = ("_budget", "_dim", "_lock", "_reservations")
 
     def __init__(self, budget: Budget, dim: str) -> None:
         if dim not in budget.dims:
             raise UnknownDimension(dim, known=budget.dims, budget=budget.name)
         self._budget = budget
         self._dim = dim
-        self._held: defaultdict[int, list[Reservation]] = defaultdict(list)
+        self._reservations: defaultdict[int, list[Reservation]] = defaultdict(list)
         self._lock = threading.Lock()
 
     async def try_reserve(self, cost: int) -> bool:
@@ -223,19 +195,19 @@ class BudgetUnits:
         if reservation is None:
             return False
         with self._lock:
-            self._held[cost].append(reservation)
+            self._reservations[cost].append(reservation)
         return True
 
     async def release(self, cost: int) -> None:
         """Give back a reservation of *cost* made by `try_reserve`."""
         check_amount(cost, "cost")
         with self._lock:
-            held = self._held.get(cost)
-            if not held:
+            reservations = self._reservations.get(cost)
+            if not reservations:
                 raise InvalidAmount(
                     f"no reservation of {cost} {self._dim} is held by this guard", value=cost
                 )
-            reservation = held.pop()
+            reservation = reservations.pop()
         await reservation.release()
 
 
@@ -244,17 +216,18 @@ class BudgetTokens:
     """A `Budget` as a `TokenBudget` (from ``budget.as_token_budget()``).
 
     Estimates are reserved on ``tokens``; recorded usage is settled as a `Usage`, so a
-    budget that also counts ``input_tokens``/``output_tokens`` gets those too.
+    budget that also counts ``input_tokens``/``output_tokens`` gets those too. Each
+    `TokenReservation` holds its `Reservation` itself: one dropped unused is refunded by
+    that reservation's finalizer, with a `ResourceWarning`.
     """
 
-    __slots__ = ("_budget", "_consumed", "_held", "_lock")
+    __slots__ = ("_budget", "_consumed", "_lock")
 
     def __init__(self, budget: Budget) -> None:
         if TOKENS not in budget.dims:
             raise UnknownDimension(TOKENS, known=budget.dims, budget=budget.name)
         self._budget = budget
         self._consumed = 0
-        self._held: dict[TokenReservation, Reservation] = {}
         self._lock = threading.Lock()
 
     async def try_reserve_tokens(self, estimate: int) -> TokenReservation | None:
@@ -262,36 +235,45 @@ class BudgetTokens:
         reservation = await self._budget.try_reserve({TOKENS: estimate})
         if reservation is None:
             return None
-        token = TokenReservation(self, estimate)
-        with self._lock:
-            self._held[token] = reservation
-        return token
+        return TokenReservation(self, estimate, _BudgetHold(reservation))
 
     async def record_usage(
         self, reservation: TokenReservation, prompt_tokens: int, completion_tokens: int
     ) -> None:
         """Settle *reservation* with the tokens the call really used."""
         actual = _usage_counts(prompt_tokens, completion_tokens)
-        if reservation._owner is not self or not reservation._close("recorded"):
-            raise ReservationClosed("usage was already recorded, or the reservation cancelled")
-        with self._lock:
-            held = self._held.pop(reservation)
-            self._consumed += actual
+        hold = reservation.claim(self)
+        assert isinstance(hold, _BudgetHold)  # made by this adapter: claim checked it
         dims = self._budget.dims
         usage = {TOKENS: actual}
         if INPUT_TOKENS in dims:
             usage[INPUT_TOKENS] = prompt_tokens
         if OUTPUT_TOKENS in dims:
             usage[OUTPUT_TOKENS] = completion_tokens
-        held.record(usage)
-        await held.commit()
+        hold.reservation.record(usage)
+        await hold.reservation.commit()
+        with self._lock:
+            self._consumed = min(self._consumed + actual, MAX_AMOUNT)
 
     async def tokens_consumed(self) -> int:
-        """Prompt plus completion tokens recorded through this adapter."""
+        """Prompt plus completion tokens recorded through this adapter (at most
+        ``2**63 - 1``)."""
         return self._consumed
 
-    async def _refund(self, reservation: TokenReservation) -> None:
-        with self._lock:
-            held = self._held.pop(reservation, None)
-        if held is not None:
-            await held.release()
+
+@final
+class _BudgetHold:
+    """The `Reservation` behind one `BudgetTokens` reservation."""
+
+    __slots__ = ("reservation",)
+
+    def __init__(self, reservation: Reservation) -> None:
+        self.reservation = reservation
+
+    async def refund(self) -> None:
+        await self.reservation.release()
+
+    def abandon(self) -> None:
+        # The Reservation is collected with this hold, and its finalizer refunds it and
+        # warns: one ResourceWarning for one dropped handle.
+        pass

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Final, final
 
 from ._errors import InvalidAmount
-from .kernel import MAX_AMOUNT, check_amount, check_dim
+from .kernel import MAX_AMOUNT, check_amount, check_dim, saturate
 
 __all__ = [
     "CALLS",
@@ -129,10 +129,6 @@ def _empty() -> Mapping[str, int]:
     return MappingProxyType({})
 
 
-def _sat(value: int) -> int:
-    return value if value <= MAX_AMOUNT else MAX_AMOUNT
-
-
 @final
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -197,31 +193,39 @@ class Usage:
             raise InvalidAmount(f"extra must be a mapping, not {self.extra!r}", value=self.extra)
         extra = {}
         for name, value in self.extra.items():
-            check_dim(name)
+            if check_dim(name) in _STANDARD:
+                hint = "input_tokens and output_tokens" if name == TOKENS else f"{name}=..."
+                raise InvalidAmount(
+                    f"extra is for custom dimensions, not the standard {name!r}: give {hint}",
+                    dim=name,
+                    value=value,
+                )
             extra[name] = check_amount(value, name)
         object.__setattr__(self, "extra", MappingProxyType(extra))
 
     @property
     def tokens(self) -> int:
         """``input_tokens + output_tokens`` (cache and reasoning tokens are inside them)."""
-        return _sat(self.input_tokens + self.output_tokens)
+        return saturate(self.input_tokens + self.output_tokens)
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
         extra = dict(self.extra)
         for name, value in other.extra.items():
-            extra[name] = _sat(extra.get(name, 0) + value)
+            extra[name] = saturate(extra.get(name, 0) + value)
         return Usage(
-            input_tokens=_sat(self.input_tokens + other.input_tokens),
-            output_tokens=_sat(self.output_tokens + other.output_tokens),
-            cost_micros=_sat(self.cost_micros + other.cost_micros),
-            calls=_sat(self.calls + other.calls),
+            input_tokens=saturate(self.input_tokens + other.input_tokens),
+            output_tokens=saturate(self.output_tokens + other.output_tokens),
+            cost_micros=saturate(self.cost_micros + other.cost_micros),
+            calls=saturate(self.calls + other.calls),
             extra=extra,
-            cache_read_tokens=_sat(self.cache_read_tokens + other.cache_read_tokens),
-            cache_write_tokens=_sat(self.cache_write_tokens + other.cache_write_tokens),
-            cache_write_1h_tokens=_sat(self.cache_write_1h_tokens + other.cache_write_1h_tokens),
-            reasoning_tokens=_sat(self.reasoning_tokens + other.reasoning_tokens),
+            cache_read_tokens=saturate(self.cache_read_tokens + other.cache_read_tokens),
+            cache_write_tokens=saturate(self.cache_write_tokens + other.cache_write_tokens),
+            cache_write_1h_tokens=saturate(
+                self.cache_write_1h_tokens + other.cache_write_1h_tokens
+            ),
+            reasoning_tokens=saturate(self.reasoning_tokens + other.reasoning_tokens),
         )
 
     def amounts(self, dims: Mapping[str, object] | tuple[str, ...]) -> dict[str, int]:
@@ -233,7 +237,7 @@ class Usage:
             if name in dims:
                 out[name] = getattr(self, name)
         for name, value in self.extra.items():
-            out[name] = _sat(out.get(name, 0) + value)
+            out[name] = saturate(out.get(name, 0) + value)
         return out
 
     @classmethod
@@ -265,8 +269,8 @@ class Usage:
         if prompt is None and completion is None:
             raise _no_usage(obj)
         prompt, completion = prompt or 0, completion or 0
-        cached = _field(_get(usage, details_in), "cached_tokens") or 0
-        reasoning = _field(_get(usage, details_out), "reasoning_tokens") or 0
+        cached = _field(field_of(usage, details_in), "cached_tokens") or 0
+        reasoning = _field(field_of(usage, details_out), "reasoning_tokens") or 0
         return cls(
             input_tokens=max(prompt, cached),
             output_tokens=max(completion, reasoning),
@@ -290,13 +294,15 @@ class Usage:
         if _field(usage, "input_tokens") is None and _field(usage, "output_tokens") is None:
             raise _no_usage(obj)
         read = _field(usage, "cache_read_input_tokens") or 0
-        creation = _get(usage, "cache_creation")
+        creation = field_of(usage, "cache_creation")
         write_5m = _field(creation, "ephemeral_5m_input_tokens") or 0
         write_1h = _field(creation, "ephemeral_1h_input_tokens") or 0
         # The total and its split should agree; if not, the larger never undercounts.
-        write = max(_field(usage, "cache_creation_input_tokens") or 0, _sat(write_5m + write_1h))
+        write = max(
+            _field(usage, "cache_creation_input_tokens") or 0, saturate(write_5m + write_1h)
+        )
         return cls(
-            input_tokens=_sat((_field(usage, "input_tokens") or 0) + read + write),
+            input_tokens=saturate((_field(usage, "input_tokens") or 0) + read + write),
             output_tokens=_field(usage, "output_tokens") or 0,
             cache_read_tokens=read,
             cache_write_tokens=write,
@@ -317,9 +323,13 @@ _ANTHROPIC_KEYS: Final = (
 )
 
 
-def _get(obj: object, name: str) -> object:
-    if obj is None:
-        return None
+# Names `extra` may not use: they would be charged twice, or apart from `Usage.tokens`.
+_STANDARD: Final = frozenset({TOKENS, *(f.name for f in fields(Usage) if f.name != "extra")})
+
+
+def field_of(obj: object, name: str) -> object:
+    """``obj[name]`` for a mapping, else ``obj.name``; None when it has no such field
+    (how responses of LLM SDKs and their dict forms are read alike)."""
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
@@ -336,12 +346,12 @@ def _looks_anthropic(obj: object, usage: object) -> bool:
     they are ``None``), or a response of type ``"message"``."""
     if _field(usage, "prompt_tokens") is not None or _has(usage, "input_tokens_details"):
         return False
-    return any(_has(usage, key) for key in _ANTHROPIC_KEYS) or _get(obj, "type") == "message"
+    return any(_has(usage, key) for key in _ANTHROPIC_KEYS) or field_of(obj, "type") == "message"
 
 
 def _cost(usage: object) -> int:
     """A provider-computed ``cost`` (USD) in the usage, as micro-dollars, or 0."""
-    cost = _get(usage, "cost")
+    cost = field_of(usage, "cost")
     if cost is None:
         return 0
     if isinstance(cost, bool) or not isinstance(cost, int | float | Decimal | str):
@@ -353,7 +363,7 @@ def _usage_of(obj: object) -> object:
     """The ``usage`` part of a response, or *obj* itself when it is the usage."""
     if obj is None:
         raise InvalidAmount("no usage given (None): the response carried no usage", value=obj)
-    usage = _get(obj, "usage")
+    usage = field_of(obj, "usage")
     return obj if usage is None else usage
 
 
@@ -363,7 +373,7 @@ def _no_usage(obj: object) -> InvalidAmount:
 
 
 def _field(usage: object, name: str) -> int | None:
-    value = _get(usage, name)
+    value = field_of(usage, name)
     if value is None:
         return None
     return check_amount(value, name)

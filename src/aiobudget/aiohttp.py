@@ -1,13 +1,5 @@
 """aiohttp: every request reserves from its caller's budget, as middleware or per handler.
 
-    budgets = {"key-alice": Budget({CALLS: 1_000, TOKENS: 2_000_000}, name="alice")}
-
-    def budget_for(request: web.Request) -> Budget:  # server side: the client names a key,
-        key = request.headers.get("X-API-Key", "")   # never a budget
-        if key not in budgets:
-            raise web.HTTPUnauthorized(text="unknown API key")
-        return budgets[key]
-
     app = web.Application(middlewares=[budget_middleware(budget_for, calls=1)])
 
     async def chat(request: web.Request) -> web.Response:
@@ -15,29 +7,16 @@
         reservation(request).record(Usage.from_openai(reply), calls=1)
         return web.json_response(...)
 
-`budget_middleware` resolves the request's `Budget` on the server (``resolve`` is a sync
-or async callable of the request), reserves its amounts while the handler runs, and
-settles when the handler returns; `reservation` gives a handler the entered
-`Reservation`. `budgeted` does the same for one handler (``@budgeted(budget_for,
-tokens=4_000)``), alone or inside the middleware (`reservation` then gives the innermost).
-
-What the handler records is charged. A handler that returns without recording is charged
-its whole reservation (``on_unrecorded="charge"``, so ``calls=1`` is a quota of served
-requests) or nothing (``"refund"``); recording replaces the reservation, so record every
-dimension used. A handler that raises (aiohttp's ``web.HTTPException`` responses
-included) is charged only what it recorded.
-
-A denial raises `BudgetDenied`, an aiohttp HTTP exception that answers ``status_code``
-(429 by default) with the RFC 9457 problem described in `aiobudget.fastapi`
-(``application/problem+json``; ``type``, ``title``, ``status``, ``detail``, ``dim``,
-``requested``, ``remaining``, ``budget``, and ``resets_at`` for a budget with a
-period); responses carry ``X-Budget-Remaining-<dim>`` and ``Retry-After`` as described
-there.
-
-A client that disconnects refunds the reservation when aiohttp cancels the handler,
-which it does only when asked: ``web.run_app(app, handler_cancellation=True)`` or
-``web.AppRunner(app, handler_cancellation=True)``. Without it the handler runs to the
-end, and what it used is charged, because the work happened.
+`budget_middleware` finds the request's `Budget` on the server (``resolve``, a sync or
+async callable of the request), reserves its amounts while the handler runs, and
+settles when it returns; `reservation` gives the handler the entered `Reservation`.
+`budgeted` guards one handler the same way, alone or inside the middleware
+(`reservation` then gives the innermost). What is charged, the problem a denial answers
+(a `BudgetDenied` with ``status_code``, 429 by default) and the headers are as in
+`aiobudget.fastapi` (with ``resets_at`` for a budget with a period). A client that
+disconnects refunds the reservation only when aiohttp cancels the handler, which it does
+with ``handler_cancellation=True`` (``web.run_app`` or ``web.AppRunner``); otherwise the
+handler runs to the end and what it used is charged.
 """
 
 from __future__ import annotations
@@ -216,15 +195,15 @@ class _Guard:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         budget = await resolve_budget(self._options.resolve, request, refuse="a web.HTTPException")
-        held = budget.reserve(self._options.amounts, timeout=self._options.timeout)
+        reservation = budget.reserve(self._options.amounts, timeout=self._options.timeout)
         try:
-            await held.__aenter__()
+            await reservation.__aenter__()
         except BudgetExhausted as exc:
             raise await self._denied(request, exc, budget) from exc
-        async with held:  # entered above: this only closes it, exactly once
+        async with reservation:  # entered above: this only closes it, exactly once
             remaining = await budget.remaining() if self._options.headers else {}
             outer = request.get(_KEY)
-            request[_KEY] = held
+            request[_KEY] = reservation
             try:
                 response = await handler(request)
             finally:
@@ -236,7 +215,7 @@ class _Guard:
                 for name, value in remaining_headers(remaining).items():
                     # An inner guard (a @budgeted handler) has the later, truer view.
                     response.headers.setdefault(name, value)
-            await settle_unrecorded(held, self._options.on_unrecorded)
+            await settle_unrecorded(reservation, self._options.on_unrecorded)
         return response
 
     async def _denied(

@@ -1,80 +1,33 @@
 """FastAPI: every request reserves from its caller's budget, as a dependency.
 
-    budgets = {"key-alice": Budget({CALLS: 1_000, TOKENS: 2_000_000}, name="alice")}
-
-    def budget_for(request: Request) -> Budget:      # server side: the client names a key,
-        key = request.headers.get("x-api-key", "")   # never a budget
-        if key not in budgets:
-            raise HTTPException(401, "unknown API key")
-        return budgets[key]
-
     metered = BudgetDependency(budget_for, calls=1, tokens=4_000)
-    Metered = Annotated[Reservation, Depends(metered)]   # reuse it on every route
+    Metered = Annotated[Reservation, Depends(metered)]
 
     @app.post("/chat")
-    async def chat(prompt: Prompt, held: Metered) -> Answer:
+    async def chat(prompt: Prompt, reservation: Metered) -> Answer:
         reply = await llm(prompt)
-        held.record(Usage.from_openai(reply), calls=1)  # every dimension used
+        reservation.record(Usage.from_openai(reply), calls=1)  # every dimension used
         return Answer(...)
 
-A `BudgetDependency` resolves the request's `Budget` on the server (``resolve`` is a sync
-or async callable of the `Request`), reserves its amounts for the request's lifetime,
-gives the endpoint the entered `Reservation`, and settles after the response is sent.
-What the endpoint records is charged. A request that ends normally without recording
-is charged its whole reservation (``on_unrecorded="charge"``, so ``calls=1`` is a quota
-of served requests), or nothing (``"refund"``: the amounts then only cap what is in
-flight). Recording replaces the reservation, so record every dimension used (the call
-too). A request that fails (the endpoint raises) is charged only what it recorded.
+A `BudgetDependency` finds the request's `Budget` on the server (``resolve``, a sync or
+async callable of the `Request`), reserves its amounts for the request's lifetime,
+gives the endpoint the entered `Reservation`, and settles when the endpoint is done.
+What the endpoint records is charged (recording replaces the reservation, so record
+every dimension used); a request that records nothing is charged its whole
+reservation (``on_unrecorded="charge"``) or nothing (``"refund"``, ``"release"``); a
+request that fails or is cancelled is charged only what it recorded.
 
-For a whole router or app, put it in ``dependencies=[Depends(metered)]``; an endpoint
-then gets the reservation with ``Annotated[Reservation, Depends(reservation)]`` (the
-innermost one when several apply), or by naming ``Metered`` again: FastAPI runs one
-dependency once per request, so both mean the same reservation.
-
-**A denial** answers ``status_code`` (429 by default; 402 for a paid quota) with an RFC
-9457 problem, ``Content-Type: application/problem+json``::
-
-    {"type": "urn:aiobudget:budget-exhausted", "title": "Budget exhausted",
-     "status": 429, "detail": "budget 'alice' is exhausted on 'calls': requested 1,
-     remaining 0", "dim": "calls", "requested": 1, "remaining": 0, "budget": "alice"}
-
-It needs no setup: the dependency raises `BudgetDenied` (an `HTTPException`) and, the
-first time, registers `problem_response` for it with the app's exception middleware,
-unless the app has its own handler for `BudgetDenied`. `install_handlers` registers it
-up front, and also answers a `BudgetExhausted` that escapes an endpoint the same way.
-
-**Headers.** Every response of a budgeted route carries ``X-Budget-Remaining-<dim>:
-<int>`` for each dimension (what is left once this request's reservation is held; on a
-denial, for the dimension that said no). We chose these over the IETF RateLimit fields
-(draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Policy: "p";q=100;w=60`` and
-``RateLimit: "p";r=42;t=30``) because those describe a *rate*: a quota per time window
-that comes back by itself, with quota units from a registry ("requests",
-"content-bytes", "concurrent-requests"). An aiobudget budget is not a rate: nothing
-refills bit by bit, and its units (tokens, micro-dollars, any name) have no registered
-unit. A client that honours the draft would read a window and a reset that do not exist
-and could wait for budget that never returns. The draft has also changed its syntax
-incompatibly between revisions (three fields became two structured ones) and is not an
-RFC. Plain per-dimension integers claim nothing about time and parse with ``int()``.
-
-``Retry-After`` is sent only when it can be known. For a budget with a `Period` it is: the
-denial's problem carries ``resets_at`` (RFC 3339: when the level that said no starts a
-new window) and ``Retry-After`` the seconds until then, by the store's clock. Otherwise
-budget comes back only when the application resets it. Pass ``retry_after`` (seconds,
-or a sync or async callable of the request returning seconds or ``None``, e.g. the time
-until your nightly `Budget.reset`) and the denial carries that instead; a callable that
-returns ``None`` sends none.
-
-**A client that disconnects** while the endpoint runs gets it cancelled (uvicorn and
-other ASGI servers never cancel a request on their own), so the reservation is refunded,
-or charged only what was recorded before. To see the disconnect the dependency reads the
-request body first (FastAPI has already read it for any body parameter; later reads get
-the same bytes), so an endpoint that streams a large upload should pass
-``cancel_on_disconnect=False``. The watch ends when the endpoint returns, before the
-response is sent, and needs FastAPI >= 0.121 (``Depends(scope=...)``); older versions get
-no watch. The cancelled request ends with a 499 that nobody reads.
-
-FastAPI drops the headers a dependency sets when an endpoint returns a `Response` object
-itself, so such endpoints send no ``X-Budget-Remaining-*`` headers; denials always do.
+A denial raises `BudgetDenied`, answered by `problem_response` with ``status_code``
+(429) and an RFC 9457 ``application/problem+json`` body holding ``type``, ``title``,
+``status``, ``detail``, ``dim``, ``requested``, ``remaining`` and ``budget`` (and
+``resets_at`` for a budget with a `Period`); the first denial registers that handler
+unless the app has one. Responses carry ``X-Budget-Remaining-<dim>`` (unless
+``headers=False``; an endpoint that returns a `Response` itself loses them), and denials
+``Retry-After``: the seconds until ``resets_at`` for a budget with a period, or what
+*retry_after* gives.
+A client that disconnects cancels the endpoint (FastAPI >= 0.121; the body is read
+first to see it). For a router or app, use ``dependencies=[Depends(metered)]`` and
+`reservation` in the endpoints. The FastAPI guide of the documentation explains why.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -104,6 +57,7 @@ from ._http import (
     until_reset,
 )
 from ._reservation import OnUnrecorded, Reservation
+from .kernel import check_flag
 
 __all__ = [
     "PROBLEM_TYPE",
@@ -219,7 +173,7 @@ class BudgetDependency:
             on_unrecorded=on_unrecorded,
             amounts=amounts,
         )
-        self._cancel_on_disconnect = cancel_on_disconnect
+        self._cancel_on_disconnect = check_flag(cancel_on_disconnect, "cancel_on_disconnect")
 
     def __repr__(self) -> str:
         return f"<BudgetDependency {self._options.amounts} status_code={self._options.status_code}>"
@@ -231,9 +185,9 @@ class BudgetDependency:
 
     async def __call__(self, request: Request, response: Response) -> AsyncIterator[Reservation]:
         budget = await resolve_budget(self._options.resolve, request, refuse="an HTTPException")
-        held = budget.reserve(self._options.amounts, timeout=self._options.timeout)
+        reservation = budget.reserve(self._options.amounts, timeout=self._options.timeout)
         try:
-            await held.__aenter__()
+            await reservation.__aenter__()
         except BudgetExhausted as exc:
             denied = _denied(
                 exc,
@@ -245,8 +199,8 @@ class BudgetDependency:
             )
             _register_handler(request)
             raise denied from exc
-        async with held:  # entered above: this only closes it, exactly once
-            request.scope[_SCOPE_KEY] = held
+        async with reservation:  # entered above: this only closes it, exactly once
+            request.scope[_SCOPE_KEY] = reservation
             if self._options.headers:
                 response.headers.update(remaining_headers(await budget.remaining()))
             function_stack = request.scope.get(_FUNCTION_STACK_KEY)
@@ -258,7 +212,7 @@ class BudgetDependency:
                     tg.start_soon(watch.run, tg.cancel_scope)
                     function_stack.callback(watch.stop)  # the endpoint is done: stop watching
                     try:
-                        yield held
+                        yield reservation
                     except BaseException as exc:  # noqa: BLE001 - raised again below
                         # Not let through the task group, which would wrap it in an
                         # ExceptionGroup that FastAPI's handlers do not recognise.
@@ -269,8 +223,8 @@ class BudgetDependency:
                         raise HTTPException(_CLIENT_CLOSED, "client closed request") from failure
                     raise failure
             else:
-                yield held
-            await settle_unrecorded(held, self._options.on_unrecorded)
+                yield reservation
+            await settle_unrecorded(reservation, self._options.on_unrecorded)
 
 
 class _Watch:

@@ -59,8 +59,10 @@ __all__ = [
     "Window",
     "check_amount",
     "check_dim",
+    "check_flag",
     "first_over",
     "from_micros",
+    "saturate",
 ]
 
 MAX_AMOUNT: Final = 2**63 - 1
@@ -104,6 +106,14 @@ def check_dim(name: object) -> str:
             "'_', '-' and '.'"
         )
     return name
+
+
+def check_flag(value: object, name: str) -> bool:
+    """Return *value* if it is a ``bool``, else raise `TypeError`: an option such as
+    ``use_headroom="false"`` must not count as true."""
+    if value is True or value is False:
+        return value
+    raise TypeError(f"{name} must be True or False, not {value!r}")
 
 
 def first_over(amounts: Sequence[int], caps: Sequence[int]) -> int:
@@ -348,13 +358,6 @@ class Ledger:
         """What live reservations hold, per dimension."""
         return tuple(self._reserved)
 
-    def index(self, dim: str) -> int:
-        """Position of *dim*, or `UnknownDimension`."""
-        try:
-            return self._index[dim]
-        except KeyError:
-            raise UnknownDimension(dim, known=self.dims, budget=self.name) from None
-
     def vector(self, amounts: Mapping[str, object]) -> tuple[int, ...]:
         """Validate *amounts* (dimension -> int) and return them as a tuple in this ledger's
         order; dimensions not named are 0. Raises `UnknownDimension` or `InvalidAmount`."""
@@ -464,6 +467,7 @@ class Ledger:
         ``report=False`` a crossing the new limits cause is left for the next operation
         to report (for callers that cannot announce it now).
         """
+        check_flag(report, "report")
         new = tuple(Limit.of(limits[dim]) if dim in limits else None for dim in self.dims)
         if tuple(limits) != self.dims or None in new:
             raise InvalidLimits(
@@ -481,6 +485,7 @@ class Ledger:
 
     def rules_out(self, amounts: Sequence[int], *, use_headroom: bool = False) -> bool:
         """True when ``spent`` alone leaves no room for *amounts* (in this ledger's order)."""
+        check_flag(use_headroom, "use_headroom")
         caps = self._hard if use_headroom else self._soft
         return any(spent + amount > cap for spent, amount, cap in zip(self._spent, amounts, caps))
 
@@ -507,7 +512,8 @@ def _wrong_length(amounts: Sequence[int], expected: int) -> NoReturn:
     )
 
 
-def _saturate(value: int) -> int:
+def saturate(value: int) -> int:
+    """*value*, or ``MAX_AMOUNT`` when it is larger: sums saturate rather than overflow."""
     return value if value <= MAX_AMOUNT else MAX_AMOUNT
 
 
@@ -664,6 +670,7 @@ class Chain:
         Fits when ``spent + reserved + amount <= limit - headroom`` on every dimension of
         every level (``<= limit`` with *use_headroom*).
         """
+        check_flag(use_headroom, "use_headroom")
         if len(amounts) != len(self.leaf._hard):
             _wrong_length(amounts, len(self.leaf._hard))
         if len(self.ledgers) == 1:
@@ -695,6 +702,7 @@ class Chain:
 
     def check(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> Denial | None:
         """Where *amounts* would not fit now, or ``None`` if they would; changes nothing."""
+        check_flag(use_headroom, "use_headroom")
         if len(amounts) != len(self.leaf._hard):
             _wrong_length(amounts, len(self.leaf._hard))
         for level, (ledger, index) in enumerate(zip(self.ledgers, self.indexes)):
@@ -734,6 +742,7 @@ class Chain:
         Never refused, unless *strict*: then, if any level would pass a limit
         (``spent + reserved + amount > limit``), raise `BudgetExceeded` and change nothing.
         """
+        check_flag(strict, "strict")
         if len(amounts) != len(self.leaf._hard):
             _wrong_length(amounts, len(self.leaf._hard))
         if not strict and len(self.ledgers) == 1:
@@ -747,7 +756,7 @@ class Chain:
                     raise BudgetExceeded(
                         dim=ledger.dims[i],
                         limit=ledger._hard[i],
-                        attempted=_saturate(attempted),
+                        attempted=saturate(attempted),
                         budget=ledger.name,
                     )
         outcomes = [_add(ledger, held) for ledger, held in zip(self.ledgers, levels)]

@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final
 from . import _log
 from ._llm_streams import BudgetedStream, BudgetedStreamManager, HelperStream
 from ._pricing import Pricing
-from ._units import COST, Usage
+from ._units import COST, Usage, field_of
 
 if TYPE_CHECKING:
     from ._budget import Budget
@@ -115,21 +115,15 @@ _CONTEXT_KEYS: Final = ("previous_response_id", "conversation", "container")
 # -- reading usage -------------------------------------------------------------------
 
 
-def _get(obj: object, name: str) -> object:
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
 def _usage_in(obj: object, *wrappers: str) -> object:
     """The ``usage`` of *obj*, or of one of its *wrappers* (stream events nest it)."""
-    usage = _get(obj, "usage")
+    usage = field_of(obj, "usage")
     if usage is not None:
         return usage
     for wrapper in wrappers:
-        inner = _get(obj, wrapper)
+        inner = field_of(obj, wrapper)
         if inner is not None:
-            usage = _get(inner, "usage")
+            usage = field_of(inner, "usage")
             if usage is not None:
                 return usage
     return None

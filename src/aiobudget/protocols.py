@@ -7,21 +7,35 @@
   a reservation's exit never suspends (and so cannot be interrupted half-way).
 - `BudgetGuard` and `TokenBudget`: the two small seed protocols framework authors code
   against; `UnitBudget`, `TokenPool` and `Budget.as_guard` / `Budget.as_token_budget`
-  implement them.
+  implement them. `TokenReservation`, what `TokenBudget` hands out, lives here too, with
+  `TokenHold`, the seam through which it gives tokens back to the budget that made it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+import threading
+from typing import TYPE_CHECKING, Final, Protocol, final, runtime_checkable
+
+from ._errors import ReservationClosed
+from .kernel import check_amount
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from types import TracebackType
 
     from ._period import Period
-    from ._seeds import TokenReservation
     from .kernel import Denial, Limit, Outcome, Snapshot
 
-__all__ = ["Account", "BudgetGuard", "Held", "LocalAccount", "Store", "TokenBudget"]
+__all__ = [
+    "Account",
+    "BudgetGuard",
+    "Held",
+    "LocalAccount",
+    "Store",
+    "TokenBudget",
+    "TokenHold",
+    "TokenReservation",
+]
 
 
 @runtime_checkable
@@ -188,3 +202,99 @@ class TokenBudget(Protocol):
     async def tokens_consumed(self) -> int:
         """Prompt plus completion tokens recorded since construction."""
         ...
+
+
+class TokenHold(Protocol):
+    """The tokens of one `TokenReservation`, as the `TokenBudget` that made it holds them.
+
+    A `TokenBudget` implementation wraps one in each `TokenReservation` it returns; the
+    reservation calls one of these methods at most once, and neither after
+    `TokenReservation.claim`.
+    """
+
+    async def refund(self) -> None:
+        """Give the whole estimate back: the reservation was left or cancelled unused."""
+        ...
+
+    def abandon(self) -> None:
+        """Give the whole estimate back without awaiting, and warn with a
+        `ResourceWarning`: the reservation was garbage-collected while open."""
+        ...
+
+
+_OPEN: Final = "open"
+
+
+@final
+class TokenReservation:
+    """Tokens held for one call, from `TokenBudget.try_reserve_tokens`.
+
+    An async context manager: leaving it (or ``await reservation.cancel()``) before
+    ``record_usage`` refunds the whole ``estimate``, exactly once. A reservation dropped
+    without either is refunded when it is garbage-collected, with a `ResourceWarning`.
+
+    `TokenBudget` implementations build it as ``TokenReservation(self, estimate, hold)``
+    around a `TokenHold`, and take the hold back in ``record_usage`` with `claim`.
+    """
+
+    __slots__ = ("_hold", "_issuer", "_lock", "_state", "estimate")
+
+    def __init__(self, issuer: object, estimate: int, hold: TokenHold) -> None:
+        self.estimate = check_amount(estimate, "estimate")
+        self._issuer = issuer
+        self._hold = hold
+        self._state = _OPEN  # -> "recorded", "cancelled" or "abandoned"
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<TokenReservation estimate={self.estimate} {self._state}>"
+
+    @property
+    def open(self) -> bool:
+        """True until usage is recorded or the reservation is cancelled."""
+        return self._state == _OPEN
+
+    def _close(self, state: str) -> bool:
+        with self._lock:
+            if self._state != _OPEN:
+                return False
+            self._state = state
+            return True
+
+    def claim(self, issuer: object) -> TokenHold:
+        """Close the reservation for *issuer*'s ``record_usage`` and return its hold.
+
+        Raises `ReservationClosed`, changing nothing, when *issuer* did not make it, or
+        when usage was recorded already or the reservation cancelled.
+        """
+        if issuer is not self._issuer:
+            raise ReservationClosed(
+                "this reservation belongs to another token budget: record its usage there"
+            )
+        if not self._close("recorded"):
+            why = "its usage was recorded" if self._state == "recorded" else "it was cancelled"
+            raise ReservationClosed(f"this reservation is closed: {why} already")
+        return self._hold
+
+    async def cancel(self) -> None:
+        """Refund the whole estimate, unless usage was recorded already (then nothing)."""
+        if self._close("cancelled"):
+            await self._hold.refund()
+
+    async def __aenter__(self) -> TokenReservation:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.cancel()
+
+    def __del__(self) -> None:
+        # Nobody else can reach this object any more, so no lock is needed (or taken:
+        # a finalizer may run in the middle of any code of this thread).
+        if getattr(self, "_state", None) == _OPEN:  # absent if __init__ raised
+            self._state = "abandoned"
+            self._hold.abandon()

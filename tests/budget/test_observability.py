@@ -10,6 +10,7 @@ configures structlog.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -168,6 +169,38 @@ class TestEvents:
             {"budget": "ev", "reserved": {TOKENS: 4}, "action": "charge", "log_level": "warning"}
         ] == events(logs, "budget.unrecorded")
 
+    @pytest.mark.parametrize("close", ["exit", "commit"])
+    async def test_release_is_quiet(self, close: str) -> None:
+        """on_unrecorded="release" gives an unrecorded reservation back without
+        budget.unrecorded: a limiter's slot has nothing to record."""
+        budget = Budget({TOKENS: 100, CALLS: 5}, name="ev")
+        with capture_logs() as logs:
+            async with budget.reserve(calls=1, on_unrecorded="release") as r:
+                if close == "commit":
+                    await r.commit()
+        assert (
+            [],
+            [
+                {
+                    "budget": "ev",
+                    "reserved": {TOKENS: 0, CALLS: 1},
+                    "reason": "unrecorded",
+                    "log_level": "debug",
+                }
+            ],
+        ) == (
+            events(logs, "budget.unrecorded"),
+            events(logs, "budget.released"),
+        )
+        assert {TOKENS: 100, CALLS: 5} == await budget.remaining()
+
+    async def test_release_still_charges_what_was_recorded(self) -> None:
+        """on_unrecorded="release" changes only the exit with nothing recorded."""
+        budget = Budget({TOKENS: 100, CALLS: 5}, name="ev")
+        async with budget.reserve(calls=1, tokens=10, on_unrecorded="release") as r:
+            r.record(calls=1, tokens=3)
+        assert {TOKENS: 97, CALLS: 4} == await budget.remaining()
+
     async def test_waiting_only_when_queued(self) -> None:
         """budget.waiting is logged only by a reservation that really waits."""
         budget = Budget({TOKENS: 100}, name="ev")
@@ -244,6 +277,89 @@ class TestEvents:
         async with budget.reserve(tokens=4) as r:
             r.record(tokens=11)
         assert not structlog.is_configured()
+
+
+def _list_logs(level: int, *, cache: bool) -> list[tuple[str, str]]:
+    """Configure structlog to keep ``(level, event)`` pairs of *level* and above in the
+    returned list; *cache* is the application's ``cache_logger_on_first_use``."""
+    seen: list[tuple[str, str]] = []
+
+    def keep(_: Any, method: str, event: dict[str, Any]) -> str:
+        seen.append((method, event["event"]))
+        return ""
+
+    structlog.configure(
+        processors=[keep],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=cache,
+    )
+    return seen
+
+
+@pytest.fixture
+def fresh_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiobudget's lazy structlog logger as new, put back afterwards: a proxy that cached
+    a logger keeps it for good, as structlog's own proxies do."""
+    import aiobudget._log
+
+    monkeypatch.setattr(aiobudget._log, "_proxy", structlog.get_logger("aiobudget"))
+
+
+async def _round_trip() -> None:
+    budget = Budget({TOKENS: 100}, name="cfg")
+    async with budget.reserve(tokens=4) as r:
+        r.record(tokens=1)
+
+
+class TestLoggerConfiguration:
+    @pytest.mark.usefixtures("fresh_proxy")
+    @pytest.mark.parametrize("cache", [False, True], ids=["uncached", "cached"])
+    @pytest.mark.parametrize(
+        ("level", "expected"),
+        [
+            (logging.INFO, []),
+            (logging.DEBUG, [("debug", "budget.reserved"), ("debug", "budget.settled")]),
+        ],
+        ids=["info", "debug"],
+    )
+    async def test_debug_events_follow_the_level(
+        self, cache: bool, level: int, expected: list[tuple[str, str]]
+    ) -> None:
+        """DEBUG events are emitted when the configured level lets them through."""
+        seen = _list_logs(level, cache=cache)
+        await _round_trip()
+        assert expected == seen
+
+    async def test_an_uncached_configuration_is_followed(self) -> None:
+        """Without ``cache_logger_on_first_use``, a reconfiguration takes effect at the
+        next event, as it does for the application's own loggers."""
+        first = _list_logs(logging.DEBUG, cache=False)
+        await _round_trip()
+        second = _list_logs(logging.INFO, cache=False)
+        await _round_trip()
+        third = _list_logs(logging.DEBUG, cache=False)
+        await _round_trip()
+        events = [("debug", "budget.reserved"), ("debug", "budget.settled")]
+        assert (events, [], events) == (first, second, third)
+
+    @pytest.mark.usefixtures("fresh_proxy")
+    async def test_a_cached_logger_stays_as_configured_first(self) -> None:
+        """With ``cache_logger_on_first_use``, the logger of the first event is kept
+        through later reconfigurations, as structlog keeps the application's own."""
+        first = _list_logs(logging.DEBUG, cache=True)
+        await _round_trip()
+        second = _list_logs(logging.INFO, cache=True)
+        await _round_trip()
+        events = [("debug", "budget.reserved"), ("debug", "budget.settled")]
+        assert (events + events, []) == (first, second)
+
+    async def test_warnings_go_to_the_configured_logger(self) -> None:
+        """Events above DEBUG use the same configured logger."""
+        seen = _list_logs(logging.WARNING, cache=False)
+        budget = Budget({TOKENS: Limit(10, warn=5)}, name="cfg")
+        await budget.charge(tokens=6)
+        assert [("warning", "budget.warn")] == seen
 
 
 class TestOncePerCrossing:

@@ -1,8 +1,9 @@
 """`Budget.reserve` and `Reservation`: SPEC "Budget (async)", one rule per test.
 
 Reserve on enter, record what happened, settle once on exit; refunds on every way out;
-commit, release, try_reserve, request limits, headroom, direct charges, snapshots,
-resets and new limits; bad input changes nothing; a forgotten reservation refunds.
+commit, release, try_reserve, request limits, headroom; a forgotten reservation refunds.
+Direct operations (charge, snapshot, reset, new limits) are in ``test_operations.py``,
+bad input in ``test_bad_input.py``.
 """
 
 # The house style is `assert expected == actual` (STYLE.md), which SIM300 calls Yoda.
@@ -10,8 +11,6 @@ resets and new limits; bad input changes nothing; a forgotten reservation refund
 from __future__ import annotations
 
 import gc
-import math
-from typing import Any
 
 import anyio
 import pytest
@@ -24,17 +23,12 @@ from aiobudget import (
     OUTPUT_TOKENS,
     TOKENS,
     Budget,
-    BudgetExceeded,
     BudgetExhausted,
-    InvalidAmount,
-    InvalidLimits,
     Limit,
     RequestLimitExceeded,
     Reservation,
     ReservationClosed,
-    Snapshot,
     Status,
-    UnknownDimension,
     Usage,
     Verdict,
 )
@@ -570,6 +564,29 @@ class TestRequestLimit:
             r.record(Usage(input_tokens=100, output_tokens=51))
         assert r.over_request_limit
 
+    async def test_a_zero_in_a_mapping_is_a_cap_of_zero(self) -> None:
+        """A mapping names the dimensions it caps, 0 included: ``{COST: 0}`` is a request
+        that may not cost anything."""
+        budget = llm_budget()
+        with pytest.raises(RequestLimitExceeded) as info:
+            budget.reserve(calls=1, cost_micros=1, request_limit={COST: 0})
+        assert (COST, 0) == (info.value.dim, info.value.limit)
+        async with budget.reserve(calls=1, request_limit={COST: 0}) as r:
+            r.record(calls=1, cost_micros=5)
+        assert r.over_request_limit
+
+    async def test_a_zero_field_of_a_usage_caps_nothing(self) -> None:
+        """A Usage cannot tell 0 from "not given", so its zero fields (and zero extra
+        entries) cap nothing, while ``tokens`` is capped at input plus output."""
+        budget = Budget({TOKENS: 1_000, INPUT_TOKENS: 600, COST: 50_000, CALLS: 10, "gpu": 5})
+        limit = Usage(input_tokens=100, extra={"gpu": 0})
+        async with budget.reserve(calls=9, cost_micros=40_000, gpu=5, request_limit=limit) as r:
+            r.record(calls=9, cost_micros=40_000, gpu=5, input_tokens=100, tokens=100)
+        assert not r.over_request_limit
+        with pytest.raises(RequestLimitExceeded) as info:
+            budget.reserve(tokens=101, request_limit=limit)
+        assert (TOKENS, 100) == (info.value.dim, info.value.limit)
+
     async def test_flagged_on_exception_too(self) -> None:
         """Recorded usage above the limit is flagged even when the block raised."""
         budget = Budget({TOKENS: 1_000})
@@ -612,308 +629,6 @@ class TestHeadroom:
         r = await budget.try_reserve(tokens=30, use_headroom=True)
         assert r is not None
         await r.release()
-
-
-class TestCharge:
-    async def test_charge_adds_to_spent_and_returns_the_verdict(self) -> None:
-        """A plain charge adds to spent and returns the verdict."""
-        budget = Budget({TOKENS: Limit(100, warn=50), CALLS: 10})
-        assert CONTINUE == await budget.charge(tokens=10)
-        assert Verdict(Status.WARN, TOKENS) == await budget.charge({TOKENS: 40}, calls=1)
-        assert Verdict(Status.EXHAUSTED, CALLS) == await budget.charge(Usage(calls=9))
-        assert {TOKENS: 50, CALLS: 10} == await spent(budget)
-
-    async def test_plain_charge_is_never_refused(self) -> None:
-        """A plain charge past the limit is recorded and the verdict says EXHAUSTED."""
-        budget = Budget({TOKENS: 100})
-        assert Verdict(Status.EXHAUSTED, TOKENS) == await budget.charge(tokens=250)
-        assert {TOKENS: 250} == await spent(budget)
-        assert {TOKENS: 0} == await budget.remaining()
-
-    async def test_strict_charge_within_the_limit(self) -> None:
-        """A strict charge that fits is charged."""
-        budget = Budget({TOKENS: 100})
-        assert Verdict(Status.EXHAUSTED, TOKENS) == await budget.charge(tokens=100, strict=True)
-        assert {TOKENS: 100} == await spent(budget)
-
-    async def test_strict_charge_past_the_limit_raises_and_changes_nothing(self) -> None:
-        """A strict charge past the limit raises BudgetExceeded and charges nothing."""
-        budget = Budget({TOKENS: 100, CALLS: 10}, name="s")
-        await budget.charge(tokens=50)
-        r = await budget.try_reserve(tokens=30)
-        assert r is not None
-        before = await budget.snapshot()
-        with pytest.raises(BudgetExceeded) as info:
-            await budget.charge(tokens=21, calls=1, strict=True)
-        assert (TOKENS, 100, 101, "s") == (
-            info.value.dim,
-            info.value.limit,
-            info.value.attempted,
-            info.value.budget,
-        )
-        assert before == await budget.snapshot()
-        await r.release()
-
-    async def test_strict_charge_counts_against_the_hard_limit(self) -> None:
-        """A strict charge may use headroom: only the hard limit refuses it."""
-        budget = Budget({TOKENS: Limit(100, headroom=50)})
-        await budget.charge(tokens=80, strict=True)
-        assert {TOKENS: 80} == await spent(budget)
-
-
-class TestSnapshotAndRemaining:
-    async def test_snapshot_fields(self) -> None:
-        """A snapshot holds limits, spent, reserved, remaining and the verdict."""
-        budget = Budget({TOKENS: Limit(100, warn=60, headroom=5), CALLS: 3})
-        await budget.charge(tokens=20)
-        async with budget.reserve(tokens=45, calls=1):
-            snapshot = await budget.snapshot()
-        assert isinstance(snapshot, Snapshot)
-        assert {TOKENS: Limit(100, warn=60, headroom=5), CALLS: Limit(3)} == dict(snapshot.limits)
-        assert {TOKENS: 20, CALLS: 0} == dict(snapshot.spent)
-        assert {TOKENS: 45, CALLS: 1} == dict(snapshot.reserved)
-        assert {TOKENS: 35, CALLS: 2} == dict(snapshot.remaining)
-        assert Verdict(Status.WARN, TOKENS) == snapshot.verdict
-
-    async def test_snapshot_is_frozen(self) -> None:
-        """A snapshot does not change when the budget does."""
-        budget = Budget({TOKENS: 100})
-        snapshot = await budget.snapshot()
-        await budget.charge(tokens=5)
-        assert {TOKENS: 0} == dict(snapshot.spent)
-        with pytest.raises(TypeError):
-            snapshot.spent[TOKENS] = 5  # type: ignore[index]
-
-    async def test_remaining_is_floored_at_zero(self) -> None:
-        """remaining is ``limit - spent - reserved``, never negative."""
-        budget = Budget({TOKENS: 100, CALLS: 5})
-        await budget.charge(tokens=130, calls=1)
-        assert {TOKENS: 0, CALLS: 4} == await budget.remaining()
-
-    async def test_remaining_is_a_plain_dict(self) -> None:
-        """remaining returns a new dict each time: changing it changes nothing."""
-        budget = Budget({TOKENS: 100})
-        remaining = await budget.remaining()
-        remaining[TOKENS] = 0
-        assert {TOKENS: 100} == await budget.remaining()
-
-
-class TestReset:
-    async def test_reset_zeroes_spent(self) -> None:
-        """reset sets spent to 0 on every dimension."""
-        budget = Budget({TOKENS: 100, CALLS: 5})
-        await budget.charge(tokens=99, calls=5)
-        await budget.reset()
-        assert ({TOKENS: 0, CALLS: 0}, {TOKENS: 0, CALLS: 0}) == await state(budget)
-        assert CONTINUE == (await budget.snapshot()).verdict
-
-    async def test_live_reservations_stay_counted(self) -> None:
-        """A reservation live across a reset stays reserved and settles normally after."""
-        budget = Budget({TOKENS: 100})
-        await budget.charge(tokens=50)
-        async with budget.reserve(tokens=40) as r:
-            await budget.reset()
-            assert ({TOKENS: 0}, {TOKENS: 40}) == await state(budget)
-            assert {TOKENS: 60} == await budget.remaining()
-            r.record(tokens=10)
-        assert ({TOKENS: 10}, {TOKENS: 0}) == await state(budget)
-
-
-class TestSetLimits:
-    async def test_raising_a_limit_lets_more_in(self) -> None:
-        """After a higher limit, a reservation that did not fit does."""
-        budget = Budget({TOKENS: 100, CALLS: 5})
-        await budget.charge(tokens=90)
-        assert await budget.try_reserve(tokens=50) is None
-        assert CONTINUE == await budget.set_limits({TOKENS: 200, CALLS: 5})
-        r = await budget.try_reserve(tokens=50)
-        assert r is not None
-        await r.release()
-        assert {TOKENS: Limit(200), CALLS: Limit(5)} == dict((await budget.snapshot()).limits)
-
-    async def test_lowering_below_use_keeps_counters(self) -> None:
-        """A lower limit keeps the counters; the verdict says EXHAUSTED."""
-        budget = Budget({TOKENS: 100})
-        await budget.charge(tokens=60)
-        assert Verdict(Status.EXHAUSTED, TOKENS) == await budget.set_limits({TOKENS: 50})
-        assert ({TOKENS: 60}, {TOKENS: 0}) == await state(budget)
-        assert {TOKENS: 0} == await budget.remaining()
-
-    @pytest.mark.parametrize(
-        ("limits", "error"),
-        [
-            ({TOKENS: 100}, InvalidLimits),  # a dimension missing
-            ({CALLS: 5, TOKENS: 100}, InvalidLimits),  # another order
-            ({TOKENS: 100, CALLS: 5, "x": 1}, InvalidLimits),  # one more
-            ({TOKENS: -1, CALLS: 5}, InvalidAmount),
-            ({TOKENS: 1.5, CALLS: 5}, InvalidAmount),
-            ({TOKENS: Limit(10), CALLS: True}, InvalidAmount),
-        ],
-    )
-    async def test_bad_limits_change_nothing(
-        self, limits: dict[str, Any], error: type[Exception]
-    ) -> None:
-        """Limits for other dimensions, or bad values, raise and change nothing."""
-        budget = Budget({TOKENS: 100, CALLS: 5})
-        await budget.charge(tokens=3)
-        before = await budget.snapshot()
-        with pytest.raises(error):
-            await budget.set_limits(limits)
-        assert before == await budget.snapshot()
-
-
-# -- bad input at every entry point ---------------------------------------------------
-
-BAD_RESERVE: list[tuple[tuple[Any, ...], dict[str, Any], type[Exception]]] = [
-    ((), {TOKENS: -1}, InvalidAmount),
-    ((), {TOKENS: True}, InvalidAmount),
-    ((), {TOKENS: 1.0}, InvalidAmount),
-    ((), {TOKENS: math.nan}, InvalidAmount),
-    ((), {TOKENS: math.inf}, InvalidAmount),
-    ((), {TOKENS: "1"}, InvalidAmount),
-    ((), {TOKENS: 2**63}, InvalidAmount),
-    (({TOKENS: -5},), {}, InvalidAmount),
-    (([(TOKENS, 1)],), {}, InvalidAmount),
-    ((5,), {}, InvalidAmount),
-    ((), {"nope": 1}, UnknownDimension),
-    (({"nope": 1},), {}, UnknownDimension),
-    ((Usage(extra={"nope": 1}),), {}, UnknownDimension),
-    ((), {TOKENS: 1, "timeout": -1}, ValueError),
-    ((), {TOKENS: 1, "timeout": math.nan}, ValueError),
-    ((), {TOKENS: 1, "timeout": "1"}, ValueError),
-    ((), {TOKENS: 1, "on_unrecorded": "ignore"}, ValueError),
-    ((), {TOKENS: 1, "request_limit": {TOKENS: -1}}, InvalidAmount),
-    ((), {TOKENS: 1, "request_limit": {"nope": 1}}, UnknownDimension),
-]
-
-
-class TestBadInputChangesNothing:
-    @pytest.mark.parametrize(("args", "kwargs", "error"), BAD_RESERVE)
-    async def test_reserve(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception]
-    ) -> None:
-        """Bad arguments to reserve raise the typed error at the call, changing nothing."""
-        budget = Budget({TOKENS: 100, CALLS: 5})
-        await budget.charge(tokens=1)
-        before = await budget.snapshot()
-        with pytest.raises(error):
-            budget.reserve(*args, **kwargs)
-        assert before == await budget.snapshot()
-
-    @pytest.mark.parametrize(("args", "kwargs", "error"), BAD_RESERVE)
-    async def test_try_reserve(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception]
-    ) -> None:
-        """Bad arguments to try_reserve raise the typed error, changing nothing."""
-        budget = Budget({TOKENS: 100, CALLS: 5})
-        await budget.charge(tokens=1)
-        before = await budget.snapshot()
-        with pytest.raises(error):
-            await budget.try_reserve(*args, **kwargs)
-        assert before == await budget.snapshot()
-
-    @pytest.mark.parametrize("request_limit", ["tokens", [(TOKENS, 1)], 5])
-    async def test_request_limit_of_the_wrong_type(self, request_limit: object) -> None:
-        """A request_limit that is neither a Usage nor a mapping is InvalidAmount."""
-        budget = Budget({TOKENS: 100})
-        with pytest.raises(InvalidAmount):
-            budget.reserve(tokens=1, request_limit=request_limit)  # type: ignore[arg-type]
-        assert ({TOKENS: 0}, {TOKENS: 0}) == await state(budget)
-
-    @pytest.mark.parametrize(
-        ("args", "kwargs", "error"),
-        [
-            ((), {TOKENS: -1}, InvalidAmount),
-            ((), {TOKENS: False}, InvalidAmount),
-            ((), {TOKENS: 0.5}, InvalidAmount),
-            (({TOKENS: 2**63},), {}, InvalidAmount),
-            (("tokens",), {}, InvalidAmount),
-            ((), {"nope": 1}, UnknownDimension),
-            ((Usage(extra={"nope": 1}),), {}, UnknownDimension),
-            (({TOKENS: 1},), {"nope": 1}, UnknownDimension),
-        ],
-    )
-    @pytest.mark.parametrize("strict", [False, True])
-    async def test_charge(
-        self,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        error: type[Exception],
-        strict: bool,
-    ) -> None:
-        """Bad arguments to charge raise the typed error, changing nothing."""
-        budget = Budget({TOKENS: 100, CALLS: 5})
-        await budget.charge(tokens=1)
-        before = await budget.snapshot()
-        with pytest.raises(error):
-            await budget.charge(*args, strict=strict, **kwargs)
-        assert before == await budget.snapshot()
-
-    @pytest.mark.parametrize(
-        ("args", "kwargs", "error"),
-        [
-            ((), {TOKENS: -1}, InvalidAmount),
-            ((), {TOKENS: True}, InvalidAmount),
-            ((), {TOKENS: 1.0}, InvalidAmount),
-            (({TOKENS: "1"},), {}, InvalidAmount),
-            ((7,), {}, InvalidAmount),
-            ((), {"nope": 1}, UnknownDimension),
-            (({"nope": 1},), {}, UnknownDimension),
-        ],
-    )
-    async def test_record(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception]
-    ) -> None:
-        """Bad arguments to record raise the typed error and leave the record as it was."""
-        budget = Budget({TOKENS: 100, CALLS: 5})
-        async with budget.reserve(tokens=10) as r:
-            r.record(tokens=2)
-            with pytest.raises(error):
-                r.record(*args, **kwargs)
-            assert {TOKENS: 2, CALLS: 0} == r.recorded
-        assert ({TOKENS: 2, CALLS: 0}, {TOKENS: 0, CALLS: 0}) == await state(budget)
-
-    async def test_record_half_bad_mapping_records_nothing(self) -> None:
-        """A mapping with one good and one bad amount records neither."""
-        budget = Budget({TOKENS: 100, CALLS: 5})
-        async with budget.reserve(tokens=10) as r:
-            with pytest.raises(InvalidAmount):
-                r.record({TOKENS: 3, CALLS: -1})
-        assert ({TOKENS: 0, CALLS: 0}, {TOKENS: 0, CALLS: 0}) == await state(budget)
-
-    @pytest.mark.parametrize(
-        ("limits", "error"),
-        [
-            ({"a b": 1}, InvalidLimits),
-            ({"": 1}, InvalidLimits),
-            ({TOKENS: Limit(10, warn=5), "x": -1}, InvalidAmount),
-            ({TOKENS: 1.5}, InvalidAmount),
-            ([(TOKENS, 1)], InvalidLimits),
-        ],
-    )
-    async def test_child(self, limits: Any, error: type[Exception]) -> None:
-        """A child with bad limits raises, and the parent is unchanged."""
-        budget = Budget({TOKENS: 100})
-        await budget.charge(tokens=1)
-        before = await budget.snapshot()
-        with pytest.raises(error):
-            budget.child(limits)
-        assert before == await budget.snapshot()
-
-    @pytest.mark.parametrize(
-        ("limits", "error"),
-        [
-            ({}, InvalidLimits),
-            ({"a/b": 1}, InvalidLimits),
-            ({TOKENS: Limit(10, warn=5, headroom=3), "x": True}, InvalidAmount),
-            ("tokens", InvalidLimits),
-        ],
-    )
-    def test_constructor(self, limits: Any, error: type[Exception]) -> None:
-        """Bad limits at construction raise the typed error (a ValueError)."""
-        with pytest.raises(error):
-            Budget(limits)
-        assert issubclass(error, ValueError)
 
 
 class TestGarbageCollected:

@@ -32,8 +32,9 @@ from aiobudget import (
     UnitBudget,
     UnknownDimension,
 )
+from aiobudget.kernel import MAX_AMOUNT
 
-from ._support import state
+from ._support import drop, state
 
 pytestmark = pytest.mark.anyio
 
@@ -143,13 +144,16 @@ class TestTokenPool:
         assert isinstance(r, TokenReservation)
         assert 40 == r.estimate
         assert (100, 60) == (pool.capacity, pool.available)
+        await r.cancel()
 
     async def test_none_when_not_available(self) -> None:
         """An estimate above what is available gets None and changes nothing."""
         pool = TokenPool(100)
-        await pool.try_reserve_tokens(70)
+        held = await pool.try_reserve_tokens(70)
         assert await pool.try_reserve_tokens(31) is None
         assert 30 == pool.available
+        assert held is not None
+        await held.cancel()
 
     async def test_leaving_without_record_refunds_once(self) -> None:
         """Leaving the reservation without record_usage refunds the estimate, once."""
@@ -165,16 +169,19 @@ class TestTokenPool:
             pass
         await r.cancel()
         assert 90 == pool.available
+        await other.cancel()
 
     async def test_cancel_refunds_once(self) -> None:
         """cancel refunds the whole estimate, and a second cancel nothing."""
         pool = TokenPool(100)
         r = await pool.try_reserve_tokens(40)
         assert r is not None
-        await pool.try_reserve_tokens(10)
+        other = await pool.try_reserve_tokens(10)
         await r.cancel()
         await r.cancel()
         assert 90 == pool.available
+        assert other is not None
+        await other.cancel()
 
     async def test_leaving_on_an_exception_refunds(self) -> None:
         """An exception in the block refunds the estimate too."""
@@ -265,6 +272,7 @@ class TestTokenPool:
             await mine.record_usage(r, 1, 1)
         assert (100, 60) == (mine.available, theirs.available)
         assert r.open
+        await r.cancel()
 
     @pytest.mark.parametrize(("prompt", "completion"), [(-1, 0), (0, 1.5), (True, 0)])
     async def test_bad_usage_changes_nothing(self, prompt: Any, completion: Any) -> None:
@@ -276,11 +284,110 @@ class TestTokenPool:
             await pool.record_usage(r, prompt, completion)
         assert r.open
         assert 60 == pool.available
+        await r.cancel()
+
+    async def test_a_dropped_reservation_is_refunded_once_with_a_warning(self) -> None:
+        """A reservation dropped without record_usage or cancel is refunded when it is
+        collected, exactly once, with a ResourceWarning."""
+        pool = TokenPool(1_000)
+        dropped = await pool.try_reserve_tokens(400)
+        kept = await pool.try_reserve_tokens(300)
+        assert kept is not None
+        refs: list[object] = [dropped]
+        del dropped
+        with pytest.warns(ResourceWarning, match="TokenReservation of 400 tokens"):
+            drop(refs)
+        drop(refs)
+        assert 700 == pool.available
+        await kept.cancel()
+        assert 1_000 == pool.available
+
+    async def test_a_recorded_reservation_is_dropped_silently(self) -> None:
+        """A reservation whose usage was recorded is closed: collecting it changes
+        nothing and warns nothing."""
+        pool = TokenPool(1_000)
+        r = await pool.try_reserve_tokens(400)
+        assert r is not None
+        await pool.record_usage(r, 100, 0)
+        refs: list[object] = [r]
+        del r
+        drop(refs)
+        assert 900 == pool.available
+
+    async def test_tokens_consumed_saturates(self) -> None:
+        """Usage past 2**63 - 1 tokens is counted as 2**63 - 1, never more."""
+        pool = TokenPool(100)
+        first, second = await pool.try_reserve_tokens(10), await pool.try_reserve_tokens(10)
+        for r in (first, second):
+            assert r is not None
+            await pool.record_usage(r, MAX_AMOUNT, 1)
+        assert (MAX_AMOUNT, 0) == (await pool.tokens_consumed(), pool.available)
 
     async def test_is_a_token_budget(self) -> None:
         """TokenPool satisfies the runtime-checkable TokenBudget protocol."""
         assert isinstance(TokenPool(1), TokenBudget)
         assert not isinstance(TokenPool(1), BudgetGuard)
+
+
+class _CountingHold:
+    """A TokenHold that counts what the reservation asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def refund(self) -> None:
+        self.calls.append("refund")
+
+    def abandon(self) -> None:
+        self.calls.append("abandon")
+
+
+class TestTokenReservation:
+    async def test_leaving_refunds_through_the_hold_once(self) -> None:
+        """Leaving, leaving again and cancelling ask the hold for one refund."""
+        hold = _CountingHold()
+        r = TokenReservation(self, 10, hold)
+        async with r:
+            pass
+        async with r:
+            pass
+        await r.cancel()
+        assert (["refund"], False) == (hold.calls, r.open)
+
+    async def test_claim_returns_the_hold_once(self) -> None:
+        """claim() by the issuer closes the reservation and hands over its hold; a
+        second claim, or a cancel afterwards, does nothing more."""
+        hold = _CountingHold()
+        r = TokenReservation(self, 10, hold)
+        assert hold is r.claim(self)
+        with pytest.raises(ReservationClosed, match="recorded already"):
+            r.claim(self)
+        await r.cancel()
+        assert ([], False) == (hold.calls, r.open)
+
+    async def test_claim_by_another_issuer_changes_nothing(self) -> None:
+        """claim() by anyone but the issuer raises and leaves the reservation open."""
+        hold = _CountingHold()
+        r = TokenReservation(self, 10, hold)
+        with pytest.raises(ReservationClosed, match="another token budget"):
+            r.claim(object())
+        assert r.open
+        await r.cancel()
+        with pytest.raises(ReservationClosed, match="cancelled already"):
+            r.claim(self)
+
+    def test_dropping_an_open_reservation_abandons_its_hold(self) -> None:
+        """Collecting an open reservation calls its hold's abandon(), once."""
+        hold = _CountingHold()
+        refs: list[object] = [TokenReservation(self, 10, hold)]
+        drop(refs)
+        assert ["abandon"] == hold.calls
+
+    @pytest.mark.parametrize("estimate", [-1, 1.5, True, MAX_AMOUNT + 1])
+    def test_a_bad_estimate_is_refused(self, estimate: Any) -> None:
+        """The estimate is an amount like any other."""
+        with pytest.raises(InvalidAmount):
+            TokenReservation(self, estimate, _CountingHold())
 
 
 class TestBudgetAsGuard:
@@ -441,6 +548,68 @@ class TestBudgetAsTokenBudget:
             await budget.as_token_budget().record_usage(r, 1, 1)
         assert r.open
         assert ({TOKENS: 0}, {TOKENS: 0}) == await state(budget)
+        await r.cancel()
+
+    async def test_a_dropped_reservation_is_refunded_once_with_a_warning(self) -> None:
+        """A reservation dropped without record_usage or cancel is refunded when it is
+        collected, exactly once, with a ResourceWarning, while the adapter lives on."""
+        budget = Budget({TOKENS: 1_000})
+        tokens = budget.as_token_budget()
+        dropped = await tokens.try_reserve_tokens(400)
+        kept = await tokens.try_reserve_tokens(300)
+        assert kept is not None
+        refs: list[object] = [dropped]
+        del dropped
+        with pytest.warns(ResourceWarning, match="garbage-collected"):
+            drop(refs)
+        drop(refs)
+        assert ({TOKENS: 0}, {TOKENS: 300}) == await state(budget)
+        await kept.cancel()
+        assert ({TOKENS: 0}, {TOKENS: 0}) == await state(budget)
+
+    async def test_usage_past_the_largest_amount_saturates(self) -> None:
+        """Prompt plus completion past 2**63 - 1 is charged and counted as 2**63 - 1."""
+        budget = Budget({TOKENS: 100, INPUT_TOKENS: 100, OUTPUT_TOKENS: 100})
+        tokens = budget.as_token_budget()
+        first, second = await tokens.try_reserve_tokens(10), await tokens.try_reserve_tokens(10)
+        for r in (first, second):
+            assert r is not None
+            await tokens.record_usage(r, MAX_AMOUNT, 1)
+            assert not r.open
+        spent = {TOKENS: MAX_AMOUNT, INPUT_TOKENS: MAX_AMOUNT, OUTPUT_TOKENS: 2}
+        assert (spent, {TOKENS: 0, INPUT_TOKENS: 0, OUTPUT_TOKENS: 0}) == await state(budget)
+        assert MAX_AMOUNT == await tokens.tokens_consumed()
+
+    @pytest.mark.parametrize(("prompt", "completion"), [(-1, 0), (0, 1.5), (MAX_AMOUNT + 1, 0)])
+    async def test_bad_usage_changes_nothing(self, prompt: Any, completion: Any) -> None:
+        """Bad token counts raise InvalidAmount; the reservation stays open and can still
+        be recorded."""
+        budget = Budget({TOKENS: 100})
+        tokens = budget.as_token_budget()
+        r = await tokens.try_reserve_tokens(40)
+        assert r is not None
+        with pytest.raises(InvalidAmount):
+            await tokens.record_usage(r, prompt, completion)
+        assert r.open
+        assert ({TOKENS: 0}, {TOKENS: 40}, 0) == (
+            *await state(budget),
+            await tokens.tokens_consumed(),
+        )
+        await tokens.record_usage(r, 5, 5)
+        assert ({TOKENS: 10}, {TOKENS: 0}) == await state(budget)
+
+    async def test_another_adapters_reservation_is_named_as_such(self) -> None:
+        """Recording on another adapter than the one that reserved says so, and leaves
+        the reservation open for its own adapter."""
+        budget = Budget({TOKENS: 100})
+        mine, other = budget.as_token_budget(), budget.as_token_budget()
+        r = await mine.try_reserve_tokens(40)
+        assert r is not None
+        with pytest.raises(ReservationClosed, match="belongs to another token budget"):
+            await other.record_usage(r, 1, 1)
+        assert r.open
+        await mine.record_usage(r, 1, 1)
+        assert ({TOKENS: 2}, {TOKENS: 0}) == await state(budget)
 
     async def test_behaves_like_a_token_pool(self) -> None:
         """The same calls give the same answers and the same room as a TokenPool."""

@@ -419,15 +419,6 @@ def stored(redis_url: str, redis_prefix: str, redis_args: list[str]) -> str:
 
 @pytest.mark.redis
 class TestWithRedis:
-    @pytest.fixture(autouse=True)
-    def _describe(self) -> None:
-        """show, reset and set-limit open a budget by name alone: they need the store to
-        say what the stored limits are."""
-        from aiobudget.stores.redis import RedisStore
-
-        if not hasattr(RedisStore, "describe"):
-            pytest.skip("RedisStore.describe(name) is not there yet")
-
     def _show(self, capsys: pytest.CaptureFixture[str], redis_args: list[str], name: str) -> Any:
         code = main(["show", name, "--json", *redis_args])
         return code, json.loads(capsys.readouterr().out)

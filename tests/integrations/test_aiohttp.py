@@ -1,9 +1,8 @@
 """`aiobudget.aiohttp`: SPEC "Integrations and tools", in process and on a real server.
 
 In-process tests use aiohttp's test client; real-server tests run an `AppRunner` with a
-`TCPSite` on a loopback port and talk to it with a real `ClientSession`. The real-server
-tests take the store as a fixture, so the same proofs run against a Redis-backed budget
-once one exists. aiohttp runs on asyncio only, so this module does too.
+`TCPSite` on a loopback port and talk to it with a real `ClientSession`, with the
+budgets in memory and in Redis. aiohttp runs on asyncio only, so this module does too.
 """
 
 # The house style is `assert expected == actual` (STYLE.md), which SIM300 calls Yoda.
@@ -11,16 +10,15 @@ once one exists. aiohttp runs on asyncio only, so this module does too.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import anyio
 import anyio.lowlevel
 import pytest
-import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
@@ -30,9 +28,10 @@ from aiobudget import CALLS, TOKENS, Budget, MemoryStore, Period, Reservation, S
 from aiobudget.aiohttp import PROBLEM_TYPE, budget_middleware, budgeted, reservation
 from aiobudget.testing import ManualClock
 
+from ._support import PROBLEM_JSON, state
+
 pytestmark = pytest.mark.anyio
 
-PROBLEM_JSON = "application/problem+json"
 Handler = Any
 
 
@@ -42,44 +41,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(autouse=True)
-def _quiet_logs() -> Iterator[None]:
-    """structlog configured to drop everything (denials log at INFO), then reset."""
-    structlog.configure(
-        processors=[],
-        logger_factory=structlog.ReturnLoggerFactory(),
-        cache_logger_on_first_use=False,
-    )
-    yield
-    structlog.reset_defaults()
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> Store:
-    """Where the served budgets live: in memory, and in Redis once RedisStore exists."""
-    if request.param == "memory":
-        return MemoryStore()
-    pytest.importorskip("redis")
-    redis_store = getattr(aiobudget, "RedisStore", None)
-    if redis_store is None:  # not exported yet: the module, while it is being written
-        redis_module = pytest.importorskip("aiobudget.stores.redis")
-        redis_store = redis_module.RedisStore
-    url = request.getfixturevalue("redis_url")
-    prefix = request.getfixturevalue("redis_prefix")
-    made: Store = redis_store(url, prefix=prefix)
-    return made
-
-
 # -- helpers ----------------------------------------------------------------------------
 
 
 async def work(request: web.Request) -> web.Response:
     """A handler: ``?tokens=N`` records N tokens and a call; returns the reservation."""
-    held = reservation(request)
+    current = reservation(request)
     tokens = int(request.query.get("tokens", 0))
     if tokens:
-        held.record(tokens=tokens, calls=1)
-    return web.json_response({"reserved": held.amounts})
+        current.record(tokens=tokens, calls=1)
+    return web.json_response({"reserved": current.amounts})
 
 
 def guarded_app(*middlewares: Any) -> web.Application:
@@ -94,12 +65,6 @@ async def in_process(
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     async with TestClient(TestServer(app)) as client:
         yield client
-
-
-async def state(budget: Budget) -> tuple[dict[str, int], dict[str, int]]:
-    """``(spent, reserved)`` of *budget*."""
-    snapshot = await budget.snapshot()
-    return dict(snapshot.spent), dict(snapshot.reserved)
 
 
 @asynccontextmanager
@@ -168,10 +133,14 @@ class TestMiddleware:
         assert ({CALLS: 3}, {CALLS: 0}) == await state(budget)
         assert [] == [e for e in logs if e["event"] == "budget.unrecorded"]
 
-    async def test_refund_mode_charges_nothing_unrecorded(self) -> None:
-        """``on_unrecorded="refund"``: the amounts only cap what is in flight."""
+    @pytest.mark.parametrize("mode", ["refund", "release"])
+    async def test_refund_mode_charges_nothing_unrecorded(
+        self, mode: Literal["refund", "release"]
+    ) -> None:
+        """``on_unrecorded="refund"`` (or ``"release"``): the amounts only cap what is in
+        flight."""
         budget = Budget({CALLS: 1}, name="t")
-        app = guarded_app(budget_middleware(lambda r: budget, on_unrecorded="refund", calls=1))
+        app = guarded_app(budget_middleware(lambda r: budget, on_unrecorded=mode, calls=1))
         async with in_process(app) as client:
             codes = [(await client.get("/work")).status for _ in range(3)]
         assert [200, 200, 200] == codes
@@ -273,6 +242,15 @@ class TestMiddleware:
             budgeted(lambda r: budget, on_unrecorded="later", calls=1)  # type: ignore[arg-type]
         with pytest.raises(TypeError):
             budget_middleware(budget, calls=1)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("value", ["false", 0, None])
+    async def test_headers_takes_bools_only(self, value: object) -> None:
+        """A truthy or falsy non-bool (``headers="false"``) is a TypeError, not a guess."""
+        budget = Budget({CALLS: 1})
+        with pytest.raises(TypeError, match="headers"):
+            budget_middleware(lambda r: budget, calls=1, headers=value)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="headers"):
+            budgeted(lambda r: budget, calls=1, headers=value)  # type: ignore[arg-type]
 
 
 class TestDenial:

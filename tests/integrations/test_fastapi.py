@@ -1,31 +1,24 @@
 """`aiobudget.fastapi`: SPEC "Integrations and tools", in process and on a real server.
 
-In-process tests drive the app through httpx's ASGITransport (or a hand-made ASGI
-exchange, to deliver a disconnect exactly when wanted); real-server tests run uvicorn on
-a loopback port and talk to it with a real httpx client. The real-server tests take the
-store as a fixture, so the same proofs run against a Redis-backed budget once one exists.
-FastAPI and uvicorn run on asyncio only, so this module does too.
+In-process tests drive the app through httpx's ASGITransport; real-server tests run
+uvicorn on a loopback port and talk to it with a real httpx client, with the budgets in
+memory and in Redis. What happens when a client disconnects is in
+``test_fastapi_disconnect.py``. FastAPI and uvicorn run on asyncio only, so these do too.
 """
 
 # The house style is `assert expected == actual` (STYLE.md), which SIM300 calls Yoda.
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at
 # runtime, and those defined inside tests name local dependencies.
 
-import json
-import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 import anyio
 import anyio.lowlevel
 import httpx
 import pytest
-import structlog
-import uvicorn
-from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from structlog.testing import capture_logs
 
@@ -41,7 +34,6 @@ from aiobudget import (
     Store,
 )
 from aiobudget.fastapi import (
-    PROBLEM_TYPE,
     BudgetDenied,
     BudgetDependency,
     install_handlers,
@@ -49,130 +41,16 @@ from aiobudget.fastapi import (
 )
 from aiobudget.testing import ManualClock
 
-pytestmark = pytest.mark.anyio
+from ._fastapi_apps import Finished, assert_problem, budget_app, client_for, serving, slow_app
+from ._support import state
 
-PROBLEM_JSON = "application/problem+json"
+pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     """FastAPI and uvicorn run on asyncio only."""
     return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _quiet_logs() -> Iterator[None]:
-    """structlog configured to drop everything (denials log at INFO), then reset."""
-    structlog.configure(
-        processors=[],
-        logger_factory=structlog.ReturnLoggerFactory(),
-        cache_logger_on_first_use=False,
-    )
-    yield
-    structlog.reset_defaults()
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> Store:
-    """Where the served budgets live: in memory, and in Redis once RedisStore exists."""
-    if request.param == "memory":
-        return MemoryStore()
-    pytest.importorskip("redis")
-    redis_store = getattr(aiobudget, "RedisStore", None)
-    if redis_store is None:  # not exported yet: the module, while it is being written
-        redis_module = pytest.importorskip("aiobudget.stores.redis")
-        redis_store = redis_module.RedisStore
-    url = request.getfixturevalue("redis_url")
-    prefix = request.getfixturevalue("redis_prefix")
-    made: Store = redis_store(url, prefix=prefix)
-    return made
-
-
-# -- helpers ----------------------------------------------------------------------------
-
-
-def client_for(app: Any) -> httpx.AsyncClient:
-    """An httpx client talking to *app* in process."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-
-
-def budget_app(dep: BudgetDependency) -> FastAPI:
-    """An app with ``GET /work`` guarded by *dep*; ``?tokens=N`` records N tokens."""
-    app = FastAPI()
-
-    @app.get("/work")
-    async def work(held: Annotated[Reservation, Depends(dep)], tokens: int = 0) -> dict[str, Any]:
-        if tokens:
-            held.record(tokens=tokens, calls=1)
-        return {"reserved": held.amounts}
-
-    return app
-
-
-async def state(budget: Budget) -> tuple[dict[str, int], dict[str, int]]:
-    """``(spent, reserved)`` of *budget*."""
-    snapshot = await budget.snapshot()
-    return dict(snapshot.spent), dict(snapshot.reserved)
-
-
-class Finished:
-    """ASGI middleware that notes when the app has finished each HTTP request, so a
-    test can wait for the dependency's exit (the settle) without sleeping."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.event = anyio.Event()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            if scope["type"] == "http":
-                self.event.set()
-
-
-@asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Run *app* on uvicorn on a free loopback port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)  # connections queue from now on: no need to wait for startup
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=5,
-        backlog=1024,
-    )
-    server = uvicorn.Server(config)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            try:
-                yield f"http://127.0.0.1:{port}"
-            finally:
-                server.should_exit = True
-    finally:
-        sock.close()
-
-
-def assert_problem(response: httpx.Response, *, status: int, dim: str, budget: str) -> None:
-    """*response* is the documented denial: status, media type, body, headers."""
-    assert status == response.status_code
-    assert PROBLEM_JSON == response.headers["content-type"]
-    body = response.json()
-    assert {"type", "title", "status", "detail", "dim", "remaining", "requested", "budget"} <= set(
-        body
-    )
-    assert PROBLEM_TYPE == body["type"]
-    assert "Budget exhausted" == body["title"]
-    assert status == body["status"]
-    assert dim == body["dim"]
-    assert budget == body["budget"]
-    assert dim in body["detail"]
-    assert str(body["remaining"]) == response.headers[f"x-budget-remaining-{dim}"]
 
 
 # -- in process -------------------------------------------------------------------------
@@ -212,10 +90,14 @@ class TestReservingPerRequest:
                 await client.get("/work")
         assert [] == [e for e in logs if e["event"] == "budget.unrecorded"]
 
-    async def test_refund_mode_charges_nothing_unrecorded(self) -> None:
-        """``on_unrecorded="refund"``: the amounts only cap what is in flight."""
+    @pytest.mark.parametrize("mode", ["refund", "release"])
+    async def test_refund_mode_charges_nothing_unrecorded(
+        self, mode: Literal["refund", "release"]
+    ) -> None:
+        """``on_unrecorded="refund"`` (or ``"release"``): the amounts only cap what is in
+        flight."""
         budget = Budget({CALLS: 1}, name="t")
-        dep = BudgetDependency(lambda r: budget, on_unrecorded="refund", calls=1)
+        dep = BudgetDependency(lambda r: budget, on_unrecorded=mode, calls=1)
         async with client_for(budget_app(dep)) as client:
             with capture_logs() as logs:
                 codes = [(await client.get("/work")).status_code for _ in range(3)]
@@ -307,6 +189,14 @@ class TestReservingPerRequest:
             BudgetDependency(lambda r: budget, on_unrecorded="maybe", calls=1)  # type: ignore[arg-type]
         with pytest.raises(TypeError):
             BudgetDependency(budget, calls=1)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("option", ["headers", "cancel_on_disconnect"])
+    @pytest.mark.parametrize("value", ["false", 0, None])
+    async def test_boolean_options_take_bools_only(self, option: str, value: object) -> None:
+        """A truthy or falsy non-bool (``headers="false"``) is a TypeError, not a guess."""
+        budget = Budget({CALLS: 1})
+        with pytest.raises(TypeError, match=option):
+            BudgetDependency(lambda r: budget, calls=1, **{option: value})  # type: ignore[arg-type]
 
 
 class TestDenial:
@@ -597,267 +487,6 @@ class TestRouterAndAppLevel:
                 await client.get("/")
 
 
-def http_scope(path: str, *, method: str = "GET", body: bytes = b"") -> dict[str, Any]:
-    """A minimal ASGI HTTP scope."""
-    headers = [(b"host", b"test")]
-    if body:
-        headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("test", 80),
-    }
-
-
-class Exchange:
-    """One ASGI request whose client disconnects when the test says so."""
-
-    def __init__(self, body: bytes = b"") -> None:
-        self.body = body
-        self.body_sent = False
-        self.disconnect = anyio.Event()
-        self.sent: list[dict[str, Any]] = []
-
-    async def receive(self) -> dict[str, Any]:
-        if not self.body_sent:
-            self.body_sent = True
-            return {"type": "http.request", "body": self.body, "more_body": False}
-        await self.disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
-
-    @property
-    def status(self) -> int | None:
-        starts = [m for m in self.sent if m["type"] == "http.response.start"]
-        return starts[0]["status"] if starts else None
-
-
-class TestClientDisconnect:
-    def slow_app(
-        self, budget: Budget, *, record: int = 0, **options: Any
-    ) -> tuple[FastAPI, anyio.Event, list[str]]:
-        """``/slow`` enters, records *record* tokens, then waits forever."""
-        app = FastAPI()
-        entered = anyio.Event()
-        ends: list[str] = []
-        dep = BudgetDependency(lambda r: budget, calls=1, tokens=100, **options)
-
-        async def slow(held: Annotated[Reservation, Depends(dep)]) -> None:
-            if record:
-                held.record(calls=1, tokens=record)
-            entered.set()
-            try:
-                await anyio.sleep_forever()
-            except anyio.get_cancelled_exc_class():
-                ends.append("cancelled")
-                raise
-
-        app.get("/slow")(slow)
-        app.post("/slow")(slow)
-        return app, entered, ends
-
-    async def test_a_disconnect_cancels_the_endpoint_and_refunds(self) -> None:
-        """The client leaves mid-request: the endpoint is cancelled, nothing is spent,
-        nothing stays reserved, and the app ends quietly (a 499 nobody reads)."""
-        budget = Budget({CALLS: 5, TOKENS: 1_000}, name="t")
-        app, entered, ends = self.slow_app(budget)
-        exchange = Exchange()
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(app, http_scope("/slow"), exchange.receive, exchange.send)
-                await entered.wait()
-                assert ({CALLS: 0, TOKENS: 0}, {CALLS: 1, TOKENS: 100}) == await state(budget)
-                exchange.disconnect.set()
-        assert ["cancelled"] == ends
-        assert ({CALLS: 0, TOKENS: 0}, {CALLS: 0, TOKENS: 0}) == await state(budget)
-        assert 499 == exchange.status
-
-    async def test_what_was_recorded_before_the_disconnect_is_charged(self) -> None:
-        """Usage recorded before the client left happened: it is charged."""
-        budget = Budget({CALLS: 5, TOKENS: 1_000}, name="t")
-        app, entered, _ = self.slow_app(budget, record=42)
-        exchange = Exchange()
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(app, http_scope("/slow"), exchange.receive, exchange.send)
-                await entered.wait()
-                exchange.disconnect.set()
-        assert ({CALLS: 1, TOKENS: 42}, {CALLS: 0, TOKENS: 0}) == await state(budget)
-
-    async def test_a_request_with_a_body_is_watched_too(self) -> None:
-        """FastAPI read the JSON body before the dependency; the watch still sees the
-        disconnect that follows it."""
-        budget = Budget({CALLS: 5, TOKENS: 1_000}, name="t")
-        app = FastAPI()
-        entered = anyio.Event()
-        dep = BudgetDependency(lambda r: budget, calls=1)
-
-        @app.post("/echo")
-        async def echo(payload: dict[str, int], held: Annotated[Reservation, Depends(dep)]) -> None:
-            assert {"n": 1} == payload
-            entered.set()
-            await anyio.sleep_forever()
-
-        exchange = Exchange(json.dumps({"n": 1}).encode())
-        scope = http_scope("/echo", method="POST", body=exchange.body)
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(app, scope, exchange.receive, exchange.send)
-                await entered.wait()
-                exchange.disconnect.set()
-        assert ({CALLS: 0, TOKENS: 0}, {CALLS: 0, TOKENS: 0}) == await state(budget)
-
-    async def test_the_endpoint_can_still_read_the_body_itself(self) -> None:
-        """The watch reads the body first; the endpoint's own read gets the same bytes."""
-        budget = Budget({CALLS: 5}, name="t")
-        app = FastAPI()
-        dep = BudgetDependency(lambda r: budget, calls=1)
-
-        @app.post("/raw")
-        async def raw(
-            request: Request, held: Annotated[Reservation, Depends(dep)]
-        ) -> dict[str, Any]:
-            return {"body": (await request.body()).decode(), "json": await request.json()}
-
-        async with client_for(app) as client:
-            response = await client.post("/raw", content=b'{"a": 1}')
-        assert {"body": '{"a": 1}', "json": {"a": 1}} == response.json()
-
-    async def test_cancel_on_disconnect_can_be_turned_off(self) -> None:
-        """``cancel_on_disconnect=False``: the endpoint runs on after the client left
-        and what it does is charged."""
-        budget = Budget({CALLS: 5}, name="t")
-        app = FastAPI()
-        entered, finish = anyio.Event(), anyio.Event()
-        dep = BudgetDependency(lambda r: budget, calls=1, cancel_on_disconnect=False)
-
-        @app.get("/slow")
-        async def slow(held: Annotated[Reservation, Depends(dep)]) -> None:
-            entered.set()
-            await finish.wait()
-
-        exchange = Exchange()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(app, http_scope("/slow"), exchange.receive, exchange.send)
-            await entered.wait()
-            exchange.disconnect.set()
-            await anyio.wait_all_tasks_blocked()
-            assert ({CALLS: 0}, {CALLS: 1}) == await state(budget)
-            finish.set()
-        assert 200 == exchange.status
-        assert ({CALLS: 1}, {CALLS: 0}) == await state(budget)
-
-    async def test_the_end_of_the_response_is_not_taken_for_a_disconnect(self) -> None:
-        """After the response, ``receive`` answers http.disconnect; the watch has ended
-        by then, so background tasks that run after the response are not cancelled."""
-        budget = Budget({CALLS: 5}, name="t")
-        app = FastAPI()
-        ran: list[str] = []
-        dep = BudgetDependency(lambda r: budget, calls=1)
-
-        async def after() -> None:
-            await anyio.lowlevel.checkpoint()
-            await anyio.wait_all_tasks_blocked()
-            ran.append("background")
-
-        @app.get("/")
-        async def root(held: Annotated[Reservation, Depends(dep)], tasks: BackgroundTasks) -> None:
-            tasks.add_task(after)
-
-        async with client_for(app) as client:
-            assert 200 == (await client.get("/")).status_code
-        assert ["background"] == ran
-        assert ({CALLS: 1}, {CALLS: 0}) == await state(budget)
-
-    async def test_a_body_consumed_by_another_dependency_is_no_obstacle(self) -> None:
-        """When an earlier dependency streamed the body away, the watch still sees the
-        disconnect that follows."""
-        budget = Budget({CALLS: 5}, name="t")
-        app = FastAPI()
-        entered = anyio.Event()
-        dep = BudgetDependency(lambda r: budget, calls=1)
-
-        async def drain(request: Request) -> None:
-            async for _ in request.stream():
-                pass
-
-        @app.post("/", dependencies=[Depends(drain)])
-        async def root(held: Annotated[Reservation, Depends(dep)]) -> None:
-            entered.set()
-            await anyio.sleep_forever()
-
-        exchange = Exchange(b"data")
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as tg:
-                scope = http_scope("/", method="POST", body=exchange.body)
-                tg.start_soon(app, scope, exchange.receive, exchange.send)
-                await entered.wait()
-                exchange.disconnect.set()
-        assert ({CALLS: 0}, {CALLS: 0}) == await state(budget)
-
-    async def test_a_client_gone_before_its_body_arrived_is_refunded(self) -> None:
-        """The disconnect arrives while the dependency reads the body: 499, refunded."""
-        budget = Budget({CALLS: 5}, name="t")
-        app = budget_app(BudgetDependency(lambda r: budget, calls=1))
-        exchange = Exchange()
-        exchange.body_sent = True
-        exchange.disconnect.set()
-        with anyio.fail_after(10):
-            await app(http_scope("/work"), exchange.receive, exchange.send)
-        assert 499 == exchange.status
-        assert ({CALLS: 0}, {CALLS: 0}) == await state(budget)
-
-    async def test_a_server_whose_receive_fails_is_not_watched(self) -> None:
-        """If ``receive`` raises, the watch gives up and the request runs unwatched."""
-        budget = Budget({CALLS: 5}, name="t")
-        app = FastAPI()
-        entered, finish = anyio.Event(), anyio.Event()
-        dep = BudgetDependency(lambda r: budget, calls=1)
-
-        @app.get("/")
-        async def root(held: Annotated[Reservation, Depends(dep)]) -> None:
-            entered.set()
-            await finish.wait()
-
-        exchange = Exchange()
-
-        async def receive() -> dict[str, Any]:
-            if not exchange.body_sent:
-                return await exchange.receive()
-            raise OSError("receive is broken")
-
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(app, http_scope("/"), receive, exchange.send)
-                await entered.wait()
-                await anyio.wait_all_tasks_blocked()
-                finish.set()
-        assert 200 == exchange.status
-        assert ({CALLS: 1}, {CALLS: 0}) == await state(budget)
-
-    async def test_a_cancelled_client_in_process_refunds(self) -> None:
-        """In process, cancelling the client cancels the app with it: refunded."""
-        budget = Budget({CALLS: 5, TOKENS: 1_000}, name="t")
-        app, entered, ends = self.slow_app(budget)
-        async with client_for(app) as client, anyio.create_task_group() as tg:
-            tg.start_soon(client.get, "/slow")
-            await entered.wait()
-            tg.cancel_scope.cancel()
-        assert ["cancelled"] == ends
-        assert ({CALLS: 0, TOKENS: 0}, {CALLS: 0, TOKENS: 0}) == await state(budget)
-
-
 # -- a real server ------------------------------------------------------------------------
 
 
@@ -907,7 +536,7 @@ class TestRealServer:
         """A real client gives up mid-request: the endpoint is cancelled and the budget
         shows nothing reserved and nothing spent."""
         budget = Budget({CALLS: 5, TOKENS: 1_000}, name="tenant", store=store)
-        app, entered, ends = TestClientDisconnect().slow_app(budget)
+        app, entered, ends = slow_app(budget)
         finished = Finished(app)
         with anyio.fail_after(30):
             async with serving(finished) as url:

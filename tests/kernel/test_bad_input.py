@@ -242,6 +242,14 @@ class TestUsage:
             charge_usage(unchanged, lambda: Usage(extra={name: 1}))  # type: ignore[dict-item]
         assert isinstance(info.value, BudgetError)
 
+    @pytest.mark.parametrize("name", [TOKENS, INPUT_TOKENS, OUTPUT_TOKENS, COST, CALLS])
+    def test_extra_standard_name(self, name: str, unchanged: Chain) -> None:
+        """``extra`` is for custom dimensions: a standard name there would be charged
+        twice, or apart from ``Usage.tokens``; it is InvalidAmount naming it."""
+        with pytest.raises(InvalidAmount, match="standard") as info:
+            charge_usage(unchanged, lambda: Usage(input_tokens=1, extra={name: 5}))
+        assert name == info.value.dim
+
     def test_extra_unknown_dimension(self, unchanged: Chain) -> None:
         """An ``extra`` name the budget lacks is UnknownDimension when charged."""
         with pytest.raises(UnknownDimension) as info:
@@ -378,6 +386,31 @@ class TestPricing:
         """A price too large to cost anything in range is refused when the Pricing is built."""
         with pytest.raises(InvalidAmount):
             charge(unchanged, lambda: {COST: Pricing("1e999999", "0").cost(input_tokens=1)})
+
+
+class TestFlags:
+    """Options that are flags take ``True`` or ``False`` only: ``"false"`` is truthy."""
+
+    @pytest.mark.parametrize("value", ["false", 0, 1, None])
+    def test_reserve_use_headroom(self, value: object, unchanged: Chain) -> None:
+        """Chain.reserve, Chain.check and Ledger.rules_out refuse a non-bool
+        use_headroom."""
+        amounts = unchanged.leaf.vector({COST: usd("4.5")})  # only fits inside the headroom
+        for call in (unchanged.reserve, unchanged.check, unchanged.leaf.rules_out):
+            with pytest.raises(TypeError, match="use_headroom"):
+                call(amounts, use_headroom=value)  # type: ignore[operator]
+
+    @pytest.mark.parametrize("value", ["no", 0, 1, None])
+    def test_charge_strict(self, value: object, unchanged: Chain) -> None:
+        """Chain.charge refuses a non-bool strict."""
+        with pytest.raises(TypeError, match="strict"):
+            unchanged.charge(unchanged.leaf.vector({CALLS: 100}), strict=value)  # type: ignore[arg-type]
+
+    def test_set_limits_report(self, unchanged: Chain) -> None:
+        """Ledger.set_limits refuses a non-bool report."""
+        ledger = unchanged.leaf
+        with pytest.raises(TypeError, match="report"):
+            ledger.set_limits(dict(zip(ledger.dims, ledger.limits)), report="no")  # type: ignore[arg-type]
 
 
 class TestLimitsNames:

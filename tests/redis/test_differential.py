@@ -158,7 +158,8 @@ class Differential(RuleBasedStateMachine):
         actual = data.draw(amounts_for(leaf.dims))
         if within:  # actual <= reserved: the common case
             actual = {
-                dim: min(amount, lease.amounts[leaf.index(dim)]) for dim, amount in actual.items()
+                dim: min(amount, lease.amounts[leaf.dims.index(dim)])
+                for dim, amount in actual.items()
             }
         vector = leaf.vector(actual)
         expected = lease.settle(vector)

@@ -17,24 +17,38 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Final
+import traceback
+from typing import TYPE_CHECKING, Final
 
+from .._errors import BudgetError
 from .._version import __version__
 from ._admin import cmd_reset, cmd_set_limit, cmd_show
 from ._common import (
     EPILOG,
+    EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     Failure,
+    Interrupted,
+    at_most,
     default_url,
     dollars,
     logging_for,
+    one_line,
     positive,
     seconds,
 )
 from ._metrics import add_metrics_command
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 __all__ = ["main"]
+
+# Bounds that keep a demo a demo: memory, processes and limits stay reasonable.
+_MAX_AGENTS: Final = 10_000
+_MAX_CALLS: Final = 10_000
+_MAX_PROCESSES: Final = 32
 
 _DEMO_DESCRIPTION: Final = """\
 Concurrent simulated agents share one budget (tokens, cost, calls), each through
@@ -60,12 +74,49 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with logging_for(args.verbose):
             return int(args.run(args))
-    except Failure as exc:
-        print(f"aiobudget: error: {exc}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
+    except BaseException as exc:  # noqa: BLE001 - the last word: one line and an exit code
+        return _last_word(exc, args.verbose)
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """*exc*, or the exceptions an exception group holds, however deeply nested."""
+    inner = getattr(exc, "exceptions", None)
+    if isinstance(exc, BaseException) and isinstance(inner, tuple) and inner:
+        for each in inner:
+            yield from _leaves(each)
+    else:
+        yield exc
+
+
+def _last_word(exc: BaseException, verbosity: int) -> int:
+    """Say what stopped the command in one line on stderr, and return its exit code.
+
+    Ctrl-C (even inside a task group, as on Trio) is "interrupted" and 130; a `Failure`
+    carries its own message and code; anything else is reported by type, with the
+    traceback only at ``-vv``. `SystemExit` and the like are not ours to swallow.
+    """
+    leaves = list(_leaves(exc))
+    if any(isinstance(e, KeyboardInterrupt | Interrupted) for e in leaves):
         print("aiobudget: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    failure = next((e for e in leaves if isinstance(e, Failure)), None)
+    if failure is not None:
+        print(f"aiobudget: error: {failure}", file=sys.stderr)
+        return failure.code
+    first = next((e for e in leaves if isinstance(e, Exception)), None)
+    if first is None:
+        raise exc
+    if isinstance(first, BudgetError):
+        print(f"aiobudget: error: {one_line(first)}", file=sys.stderr)
+    else:
+        hint = "" if verbosity > 1 else " (-vv shows the traceback)"
+        print(
+            f"aiobudget: error: unexpected {type(first).__name__}: {one_line(first)}{hint}",
+            file=sys.stderr,
+        )
+    if verbosity > 1:
+        traceback.print_exception(first)
+    return EXIT_FAILURE
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -111,10 +162,18 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     demo.add_argument(
-        "--agents", type=positive, default=40, metavar="N", help="simulated agents (default: 40)"
+        "--agents",
+        type=at_most(_MAX_AGENTS),
+        default=40,
+        metavar="N",
+        help=f"simulated agents (default: 40, at most {_MAX_AGENTS:,})",
     )
     demo.add_argument(
-        "--calls", type=positive, default=8, metavar="N", help="calls per agent (default: 8)"
+        "--calls",
+        type=at_most(_MAX_CALLS),
+        default=8,
+        metavar="N",
+        help=f"calls per agent (default: 8, at most {_MAX_CALLS:,})",
     )
     demo.add_argument(
         "--seed", type=int, default=None, metavar="N", help="replay a run (default: random)"
@@ -163,10 +222,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--processes",
-        type=positive,
+        type=at_most(_MAX_PROCESSES),
         default=None,
         metavar="K",
-        help="worker processes with --redis (default: 2)",
+        help=f"worker processes with --redis (default: 2, at most {_MAX_PROCESSES})",
     )
     demo.add_argument(
         "--prefix", default="aiobudget", help="Redis key prefix (default: %(default)s)"

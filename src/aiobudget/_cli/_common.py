@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import logging
 import os
+import signal
 import sys
-import urllib.parse
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import structlog
@@ -19,13 +18,12 @@ import structlog
 from .._budget import Budget
 from .._errors import BackendError, InvalidAmount
 from .._units import COST, usd
-from ..kernel import Limit, check_amount
-from ..protocols import Store
+from ..kernel import MAX_AMOUNT, check_amount
+from ..stores.redis import RedisStore, redact
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
-    from .._period import Period
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -41,6 +39,7 @@ exit codes:
   2    bad usage (unknown option, bad value, a destructive command without --yes
        when stdin is not a terminal)
   3    the budget is exhausted (show)
+  130  interrupted (Ctrl-C or SIGTERM); reservations were given back first
 
 environment:
   AIOBUDGET_REDIS_URL   default for --redis (redis://127.0.0.1:6379/0)
@@ -59,18 +58,38 @@ class BadUsage(Failure):
     code = EXIT_USAGE
 
 
+class Interrupted(Failure):
+    """Ctrl-C (SIGINT) or SIGTERM: the work was stopped in order."""
+
+    code = EXIT_INTERRUPTED
+
+    def __init__(self) -> None:
+        super().__init__("interrupted")
+
+
 def default_url() -> str:
     return os.environ.get("AIOBUDGET_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def positive(text: str) -> int:
+def positive(text: str, maximum: int = MAX_AMOUNT) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not positive")
+    if value > maximum:
+        raise argparse.ArgumentTypeError(f"{value} is more than {maximum:,}")
     return value
+
+
+def at_most(maximum: int) -> Callable[[str], int]:
+    """An argument type: a positive integer up to *maximum*."""
+
+    def parse(text: str) -> int:
+        return positive(text, maximum)
+
+    return parse
 
 
 def seconds(text: str) -> float:
@@ -144,35 +163,35 @@ def logging_for(verbosity: int) -> Iterator[None]:
             structlog.reset_defaults()
 
 
+@contextlib.contextmanager
+def stop_signals() -> Iterator[Callable[[], Awaitable[None]]]:
+    """SIGINT and SIGTERM, caught while the block runs (call it inside the event loop).
+
+    Yields a function that waits for the first of them and raises `Interrupted`: run it
+    beside the work, so that a signal cancels the work in order (reservations settle on
+    the way out) instead of raising `KeyboardInterrupt` wherever the code happens to be.
+    Later signals are ignored until the block ends, so they cannot break that clean-up.
+    Where signals cannot be caught (not the main thread; Windows) the function waits
+    forever, and Ctrl-C raises `KeyboardInterrupt` as usual.
+    """
+    try:
+        receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+        signals = receiver.__enter__()
+    except (NotImplementedError, RuntimeError, ValueError):
+        yield anyio.sleep_forever
+        return
+
+    async def first() -> None:
+        async for _ in signals:
+            raise Interrupted
+
+    try:
+        yield first
+    finally:
+        receiver.__exit__(None, None, None)
+
+
 # -- Redis ----------------------------------------------------------------------------------
-
-
-class Describing(Store, Protocol):
-    """What the management commands need from a store besides `Store.open`."""
-
-    async def describe(self, name: str) -> Mapping[str, Limit] | None:
-        """The limits stored for budget *name*, in declaration order; None if it is unknown."""
-        ...
-
-    async def describe_period(self, name: str) -> Period | None:
-        """The period stored for budget *name*, or None."""
-        ...
-
-    async def aclose(self) -> None:
-        """Stop what the store runs in the background (a client passed in stays open)."""
-        ...
-
-
-def redact(url: str) -> str:
-    """*url* without its password (in the authority or the query), for messages."""
-    parts = urllib.parse.urlsplit(url)
-    netloc, query = parts.netloc, parts.query
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    if "password" in query:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        query = urllib.parse.urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def one_line(exc: BaseException) -> str:
@@ -185,9 +204,10 @@ def one_line(exc: BaseException) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_redis(url: str, prefix: str) -> AsyncIterator[Describing]:
-    """A `RedisStore` on a client of our own (connect timeout, closed on exit). Every
-    failure of Redis inside the block becomes one line and exit code 1."""
+async def open_redis(url: str, prefix: str) -> AsyncIterator[RedisStore]:
+    """A `RedisStore` on a client of our own (connect timeout, closed on exit). A bad URL
+    or prefix is a usage error (2); every failure of Redis inside the block becomes one
+    line and exit code 1."""
     try:
         # The redis extra is optional: imported only when a command needs it.
         from redis.asyncio import Redis  # noqa: PLC0415
@@ -202,14 +222,13 @@ async def open_redis(url: str, prefix: str) -> AsyncIterator[Describing]:
         raise BadUsage(f"invalid Redis URL {redact(url)!r}: {exc}") from None
     try:
         try:
+            opened = RedisStore(client, prefix=prefix)  # no I/O: checks the prefix
+        except ValueError as exc:
+            raise BadUsage(f"invalid --prefix: {exc}") from None
+        try:
             await client.ping()  # one clear message for a Redis that is not there
         except (RedisError, OSError) as exc:
             raise Failure(f"cannot reach Redis at {redact(url)}: {one_line(exc)}") from None
-        try:
-            store = importlib.import_module("aiobudget.stores.redis").RedisStore
-        except (ImportError, AttributeError) as exc:
-            raise Failure(f"this aiobudget has no RedisStore ({exc})") from None
-        opened = cast("Describing", store(client, prefix=prefix))
         try:
             yield opened
         except (BackendError, RedisError, OSError) as exc:
@@ -222,7 +241,7 @@ async def open_redis(url: str, prefix: str) -> AsyncIterator[Describing]:
             await client.aclose()
 
 
-async def existing(store: Describing, args: argparse.Namespace) -> Budget:
+async def existing(store: RedisStore, args: argparse.Namespace) -> Budget:
     """The budget *args.name* as it is stored, or a failure naming where we looked."""
     limits = await store.describe(args.name)
     if limits is None:

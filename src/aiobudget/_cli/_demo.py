@@ -3,6 +3,11 @@
 In memory, every agent runs in this process. With ``--redis``, worker processes
 (``python -m aiobudget demo --worker``) each run a share of the agents against one
 budget in Redis, and report their counters to this process as JSON lines.
+
+Ctrl-C (or SIGTERM) stops a demo in order: the agents are cancelled, so every
+reservation is settled or given back on the way out. A worker stops likewise at a
+signal or when its stdin closes, which is how the parent asks it to (and what happens
+when the parent dies); a worker that has not exited a few seconds later is killed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import structlog
@@ -24,21 +29,39 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from .. import _log
 from .._budget import Budget
 from .._units import usd
-from ._common import EXIT_FAILURE, EXIT_OK, BadUsage, Failure, open_redis, print_json
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    BadUsage,
+    Failure,
+    Interrupted,
+    open_redis,
+    print_json,
+    stop_signals,
+)
 from ._demo_display import Display, make_report, report_text
 from ._demo_simulation import Plan, Simulation, Stats
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+    from collections.abc import (
+        AsyncIterable,
+        Awaitable,
+        Callable,
+        Iterator,
+        Mapping,
+        MutableMapping,
+    )
 
     from anyio.abc import Process
 
 
+_STOP_GRACE: Final = 5.0  # seconds a worker gets to settle and exit before it is killed
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.worker:
-        # The orders come on stdin, not argv: a password in the URL stays out of `ps`.
-        return anyio.run(_worker, json.loads(sys.stdin.readline()))
+        return anyio.run(_worker)
     if args.processes is not None and args.redis is None:
         raise BadUsage("--processes needs --redis: processes share a budget through Redis")
     if args.redis is not None and args.backend != "asyncio":
@@ -152,6 +175,17 @@ def _windows_into(stats: Stats, plan: Plan, name: str, verbose: int) -> Iterator
 
 
 async def _demo_memory(plan: Plan, name: str, display: Display, verbose: int) -> dict[str, Any]:
+    with stop_signals() as stopped:  # from the start: a signal while preparing is kept
+        return await _run_memory(plan, name, display, stopped, verbose)
+
+
+async def _run_memory(
+    plan: Plan,
+    name: str,
+    display: Display,
+    stopped: Callable[[], Awaitable[None]],
+    verbose: int,
+) -> dict[str, Any]:
     budget = Budget(plan.limits(), name=name, period=plan.shared_period())
     stats = Stats()
     simulation = Simulation(budget, plan, stats)
@@ -163,7 +197,7 @@ async def _demo_memory(plan: Plan, name: str, display: Display, verbose: int) ->
             await _refresh(display, budget, lambda: stats, stats, t0)
 
     with _windows_into(stats, plan, name, verbose):
-        await _alongside(simulation.run, refresh)
+        await _alongside(simulation.run, refresh, stopped)
         elapsed = anyio.current_time() - t0
         snap = await budget.snapshot()
     stats.observe(snap)
@@ -181,27 +215,73 @@ def _emit(message: Mapping[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _worker(orders: Mapping[str, Any]) -> int:
+class _Orders:
+    """Lines from the parent on stdin (a pipe), read without blocking the event loop:
+    the orders, then ``go``; the end of the pipe means "stop"."""
+
+    def __init__(self) -> None:
+        self._fd = sys.stdin.fileno()
+        self._buffer = bytearray()
+
+    async def line(self) -> str | None:
+        """The next line, or None once the parent closed the pipe (or went away)."""
+        while b"\n" not in self._buffer:
+            # Not a pipe (a file, /dev/null) cannot be waited for, nor does it block.
+            with contextlib.suppress(OSError):
+                await anyio.wait_readable(self._fd)
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer[:] = rest
+        return line.decode()
+
+    async def closed(self) -> None:
+        """Wait for the end of the pipe (lines before it are ignored), then stop."""
+        while await self.line() is not None:
+            pass
+        raise Interrupted
+
+
+def _plan_of(line: str | None) -> tuple[Plan, dict[str, Any]]:
+    """The orders a parent sends a worker, or a usage error for anything else (the
+    orders come on stdin, not argv: a password in the URL stays out of ``ps``)."""
+    try:
+        orders = json.loads(line or "")
+        plan = Plan(**orders["plan"])
+        fields = {key: orders[key] for key in ("url", "prefix", "name", "index", "of")}
+        fields["verbose"] = int(orders.get("verbose", 0))
+    except (ValueError, TypeError, KeyError):
+        raise BadUsage(
+            "--worker is a Redis demo's worker process: it takes its orders from its parent"
+        ) from None
+    return plan, fields
+
+
+async def _worker() -> int:
     """A process of a Redis demo: its share of the agents, counters as JSON lines."""
-    plan = Plan(**orders["plan"])
-    async with open_redis(orders["url"], orders["prefix"]) as store:
-        budget = Budget(
-            plan.limits(), name=orders["name"], store=store, period=plan.shared_period()
-        )
-        stats = Stats()
-        simulation = Simulation(budget, plan, stats)
-        await simulation.prepare(range(orders["index"], plan.agents, orders["of"]), reset=True)
-        _emit({"event": "ready"})
-        if (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
-            return EXIT_FAILURE
+    orders = _Orders()
+    plan, given = _plan_of(await orders.line())
+    with stop_signals() as stopped:
+        async with open_redis(given["url"], given["prefix"]) as store:
+            budget = Budget(
+                plan.limits(), name=given["name"], store=store, period=plan.shared_period()
+            )
+            stats = Stats()
+            simulation = Simulation(budget, plan, stats)
+            await simulation.prepare(range(given["index"], plan.agents, given["of"]), reset=True)
+            _emit({"event": "ready"})
+            if await orders.line() != "go":
+                return EXIT_FAILURE
 
-        async def report() -> None:
-            while True:
-                _emit({"event": "stats", "stats": stats.to_json()})
-                await anyio.sleep(0.2)
+            async def report() -> None:
+                while True:
+                    _emit({"event": "stats", "stats": stats.to_json()})
+                    await anyio.sleep(0.2)
 
-        with _windows_into(stats, plan, orders["name"], orders.get("verbose", 0)):
-            await _alongside(simulation.run, report)
+            with _windows_into(stats, plan, given["name"], given["verbose"]):
+                await _alongside(simulation.run, report, orders.closed, stopped)
     _emit({"event": "done", "stats": stats.to_json()})
     return EXIT_OK
 
@@ -247,6 +327,20 @@ class _Child:
         finally:
             self.drained.set()
 
+    async def finish(self) -> None:
+        """Read the rest of the output (so that no write blocks) until the process exits."""
+
+        async def discard(stream: AsyncIterable[bytes] | None) -> None:
+            if stream is not None:
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    async for _ in stream:
+                        pass
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(discard, self.process.stdout)
+            tg.start_soon(discard, self.process.stderr)
+        await self.process.wait()
+
     def failure(self) -> str:
         lines = self.stderr.decode(errors="replace").strip().splitlines()
         last = lines[-1] if lines else f"exit code {self.process.returncode}"
@@ -281,22 +375,38 @@ async def _spawn(args: argparse.Namespace, plan: Plan, index: int, count: int) -
     return child
 
 
+async def _stop(children: list[_Child]) -> None:
+    """Stop the workers still running: close their stdin, which asks a worker to stop
+    (its reservations are settled on the way out), give them a few seconds, then kill
+    what is left. Workers that finished are only reaped."""
+    running = [child for child in children if child.process.returncode is None]
+    for child in running:
+        if child.process.stdin is not None:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await child.process.stdin.aclose()
+    with anyio.move_on_after(_STOP_GRACE):
+        async with anyio.create_task_group() as tg:
+            for child in running:
+                tg.start_soon(child.finish)
+    for child in children:
+        if child.process.returncode is None:
+            child.process.kill()
+        await child.process.aclose()
+
+
 async def _demo_redis(args: argparse.Namespace, plan: Plan, display: Display) -> dict[str, Any]:
     count = args.processes or 2
-    async with open_redis(args.redis, args.prefix) as store:
-        budget = Budget(
-            plan.limits(),
-            name=args.name,
-            store=store,
-            update_limits=True,
-            period=plan.shared_period(),
-        )
-        await budget.reset()  # a fresh start for this run
-        children: list[_Child] = []
-        try:
-            for index in range(count):
-                # One at a time: a process is in the list (for cleanup) as soon as it runs.
-                children.append(await _spawn(args, plan, index, count))  # noqa: PERF401
+    with stop_signals() as stopped:  # from the start: a signal while spawning is kept
+        async with open_redis(args.redis, args.prefix) as store:
+            budget = Budget(
+                plan.limits(),
+                name=args.name,
+                store=store,
+                update_limits=True,
+                period=plan.shared_period(),
+            )
+            await budget.reset()  # a fresh start for this run
+            children: list[_Child] = []
             own = Stats()  # the parent's own observations of the shared budget
             started = anyio.Event()
             t0 = 0.0
@@ -330,31 +440,31 @@ async def _demo_redis(args: argparse.Namespace, plan: Plan, display: Display) ->
                 if display.mode != "none":
                     await _refresh(display, budget, current, own, t0)
 
-            side = [refresh, *(c.read for c in children), *(c.drain for c in children)]
-            with _windows_into(own, plan, args.name, args.verbose):
-                await _alongside(supervise, *side)
-                elapsed = anyio.current_time() - t0
+            try:
+                for index in range(count):
+                    # One at a time: a process is in the list (for _stop) as soon as it runs.
+                    children.append(await _spawn(args, plan, index, count))  # noqa: PERF401
+                side = [refresh, *(c.read for c in children), *(c.drain for c in children)]
+                with _windows_into(own, plan, args.name, args.verbose):
+                    await _alongside(supervise, *side, stopped)
+                    elapsed = anyio.current_time() - t0
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await _stop(children)
             for child in children:
-                await child.process.wait()
                 if not child.done or child.process.returncode:
                     raise Failure(child.failure())
-        finally:
-            with anyio.CancelScope(shield=True):
-                for child in children:
-                    if child.process.returncode is None:
-                        child.process.kill()
-                    await child.process.aclose()
-        with _windows_into(own, plan, args.name, args.verbose):
-            snap = await budget.snapshot()
-        stats = current()
-        stats.observe(snap)
-        display.update(snap, stats, elapsed)
-        return make_report(
-            plan,
-            name=args.name,
-            store="redis",
-            processes=count,
-            snap=snap,
-            stats=stats,
-            elapsed=elapsed,
-        )
+            with _windows_into(own, plan, args.name, args.verbose):
+                snap = await budget.snapshot()
+            stats = current()
+            stats.observe(snap)
+            display.update(snap, stats, elapsed)
+            return make_report(
+                plan,
+                name=args.name,
+                store="redis",
+                processes=count,
+                snap=snap,
+                stats=stats,
+                elapsed=elapsed,
+            )

@@ -28,7 +28,17 @@ import anyio
 from .._errors import InvalidLimits, LimitsMismatch, ReservationClosed
 from .._period import Period, announce_closed
 from .._waiters import Waiter, WaitQueue
-from ..kernel import Chain, Denial, Lease, Ledger, Limit, Outcome, Snapshot, from_micros
+from ..kernel import (
+    Chain,
+    Denial,
+    Lease,
+    Ledger,
+    Limit,
+    Outcome,
+    Snapshot,
+    check_flag,
+    from_micros,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -140,6 +150,7 @@ class MemoryStore:
         period: Period | None = None,
     ) -> MemoryAccount:
         """The account of budget *name* below *parent* (see `aiobudget.protocols.Store`)."""
+        check_flag(update_limits, "update_limits")
         if parent is not None and not (isinstance(parent, MemoryAccount) and parent._store is self):
             raise InvalidLimits("a child budget must live in the same store as its parent")
         if period is not None and not isinstance(period, Period):

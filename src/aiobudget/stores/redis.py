@@ -75,7 +75,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .._errors import BudgetError, InvalidLimits
 from .._period import Period
-from ..kernel import Ledger, Limit
+from ..kernel import Ledger, Limit, check_flag
 from ._redis_account import RedisAccount, RedisHeld, snapshot_of
 from ._redis_keys import Level, escape, parse_spec, period_of
 from ._redis_scripts import backend_errors, require_redis, run, scripts, text
@@ -155,7 +155,7 @@ class RedisStore:
         scripts()  # read the Lua files now: a broken install fails here, not mid-request
 
     def __repr__(self) -> str:
-        where = _mask(self._url) if self._url is not None else type(self._given).__name__
+        where = redact(self._url) if self._url is not None else type(self._given).__name__
         return f"<RedisStore {where} prefix={self._prefix!r} lease_ttl={self._lease_ttl:g}>"
 
     @property
@@ -181,6 +181,7 @@ class RedisStore:
 
         No I/O: the budget is created in Redis, or its limits checked, by the first call.
         """
+        check_flag(update_limits, "update_limits")
         if parent is not None and not (isinstance(parent, RedisAccount) and parent._store is self):
             raise InvalidLimits("a child budget must live in the same store as its parent")
         if period is not None and not isinstance(period, Period):
@@ -422,8 +423,8 @@ def _glob(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-def _mask(url: str) -> str:
-    """*url* without its password (in the authority or the query string)."""
+def redact(url: str) -> str:
+    """*url* without its password (in the authority or the query string), for messages."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password is not None:
