@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, final
 
 import anyio
 
@@ -15,11 +15,24 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._reservation import Reservation
-    from .llm import BudgetedLLM
 
-__all__ = ["BudgetedStream", "BudgetedStreamManager", "HelperStream", "max_usage"]
+__all__ = ["BudgetedStream", "BudgetedStreamManager", "HelperStream", "StreamOwner", "max_usage"]
 
 T = TypeVar("T")
+
+
+class StreamOwner(Protocol):
+    """What a stream needs from the `aiobudget.llm.BudgetedLLM` call that made it."""
+
+    def usage_of(self, obj: object) -> Usage | None:
+        """The usage *obj* (an event, chunk or final message) reports, if any."""
+        ...
+
+    def finish(self, held: Reservation, known: Usage | None, *, ended: bool) -> None:
+        """Record what the stream charges: *known* usage when it *ended*, else per the
+        call's ``on_abandon``."""
+        ...
+
 
 _FINAL_METHODS: Final = ("get_final_message", "get_final_completion", "get_final_response")
 
@@ -56,7 +69,7 @@ class BudgetedStream(Generic[T]):
 
     __slots__ = ("_done", "_held", "_iterator", "_known", "_llm", "_source")
 
-    def __init__(self, source: AsyncIterable[T], held: Reservation, llm: BudgetedLLM) -> None:
+    def __init__(self, source: AsyncIterable[T], held: Reservation, llm: StreamOwner) -> None:
         self._source = source
         self._iterator: AsyncIterator[T] = source.__aiter__()
         self._held = held
@@ -87,11 +100,11 @@ class BudgetedStream(Generic[T]):
             raise StopAsyncIteration
         try:
             chunk = await self._iterator.__anext__()
-            usage = self._llm._usage(chunk)
+            usage = self._llm.usage_of(chunk)
         except StopAsyncIteration:
             self._done = True
             if self._held.held:
-                self._llm._finish(self._held, self._known, ended=True)
+                self._llm.finish(self._held, self._known, ended=True)
                 await self._held.commit()  # nothing reported: the estimate, as for a response
             raise
         except BaseException:
@@ -124,7 +137,7 @@ class BudgetedStream(Generic[T]):
         with anyio.CancelScope(shield=True):
             try:
                 if self._held.held:
-                    self._llm._finish(self._held, self._known, ended=False)
+                    self._llm.finish(self._held, self._known, ended=False)
                     await self._held.commit()
             finally:
                 await _close(self._iterator)
@@ -144,7 +157,7 @@ class BudgetedStreamManager:
 
     __slots__ = ("_held", "_llm", "_manager", "_stream")
 
-    def __init__(self, manager: Any, held: Reservation, llm: BudgetedLLM) -> None:
+    def __init__(self, manager: Any, held: Reservation, llm: StreamOwner) -> None:
         self._manager = manager
         self._held = held
         self._llm = llm
@@ -188,7 +201,7 @@ class BudgetedStreamManager:
                 if self._held.held:
                     ended = exc_type is None and stream._ended
                     try:
-                        self._llm._finish(self._held, stream._usage(), ended=ended)
+                        self._llm.finish(self._held, stream._usage(), ended=ended)
                     finally:
                         await self._held.commit()
         return suppress
@@ -202,7 +215,7 @@ class HelperStream:
 
     __slots__ = ("_ended", "_known", "_llm", "_stream")
 
-    def __init__(self, stream: Any, llm: BudgetedLLM) -> None:
+    def __init__(self, stream: Any, llm: StreamOwner) -> None:
         self._stream = stream
         self._llm = llm
         self._known: Usage | None = None
@@ -227,7 +240,7 @@ class HelperStream:
         return call
 
     def _note(self, obj: object) -> None:
-        usage = self._llm._usage(obj)
+        usage = self._llm.usage_of(obj)
         if usage is not None:
             self._known = max_usage(self._known, usage)
 
@@ -261,7 +274,7 @@ class HelperStream:
             except Exception:  # noqa: BLE001, S112 - no snapshot yet (nothing arrived)
                 continue
             if snapshot is not None:
-                known = max_usage(known, self._llm._usage(snapshot))
+                known = max_usage(known, self._llm.usage_of(snapshot))
         return known
 
 

@@ -15,18 +15,18 @@ from typing import Any, Final, final
 
 from ._errors import InvalidAmount
 from ._units import (
-    _MAX_ADJUSTED,
-    _MIN_EXPONENT,
     INPUT_TOKENS,
+    MAX_ADJUSTED,
     MICROS,
+    MIN_EXPONENT,
     OUTPUT_TOKENS,
     MoneyValue,
     Usage,
-    _ceil_div,
-    _decimal,
-    _parts,
-    _too_large,
-    _units,
+    ceil_div,
+    decimal_of,
+    decimal_parts,
+    to_units,
+    too_large,
 )
 from .kernel import MAX_AMOUNT, check_amount
 
@@ -36,12 +36,12 @@ _PER_MILLION: Final = -6  # prices are per 10**6 tokens
 
 
 def _price(value: MoneyValue, name: str) -> Decimal:
-    price = _decimal(value, f"{name} price")
-    if price and price.adjusted() > _MAX_ADJUSTED:
-        raise _too_large(f"{name} price", value)
-    if price and _parts(price)[1] < _MIN_EXPONENT:
+    price = decimal_of(value, f"{name} price")
+    if price and price.adjusted() > MAX_ADJUSTED:
+        raise too_large(f"{name} price", value)
+    if price and decimal_parts(price)[1] < MIN_EXPONENT:
         raise InvalidAmount(
-            f"{name} price {value!r} has more than {-_MIN_EXPONENT} decimal places", value=value
+            f"{name} price {value!r} has more than {-MIN_EXPONENT} decimal places", value=value
         )
     return price
 
@@ -148,7 +148,7 @@ class Pricing:
             (write_5m, prices._needed(prices.cache_write, "cache_write", write_5m)),
             (write_1h, prices._needed(prices.cache_write_1h, "cache_write_1h", write_1h)),
         ]
-        parts = [(count, *_parts(price)) for count, price in terms if count and price]
+        parts = [(count, *decimal_parts(price)) for count, price in terms if count and price]
         if not parts:
             return 0
         low = min(0, *(exponent for _, _, exponent in parts))
@@ -156,7 +156,7 @@ class Pricing:
             count * mantissa * 10 ** (exponent - low) for count, mantissa, exponent in parts
         )
         numerator *= prices.scale
-        return _units(_ceil_div(numerator, low + _PER_MILLION), "cost", numerator)
+        return to_units(ceil_div(numerator, low + _PER_MILLION), "cost", numerator)
 
     def _needed(self, price: Decimal | None, name: str, tokens: int) -> Decimal:
         if price is not None or not tokens:

@@ -43,7 +43,7 @@ MICROS: Final = 1_000_000
 MoneyValue = int | Decimal | str | float
 
 
-def _decimal(value: object, what: str) -> Decimal:
+def decimal_of(value: object, what: str) -> Decimal:
     """*value* as an exact, finite, non-negative Decimal, or `InvalidAmount`."""
     if isinstance(value, bool):
         raise InvalidAmount(f"{what} {value!r} is a bool, not a number", value=value)
@@ -72,22 +72,22 @@ def _decimal(value: object, what: str) -> Decimal:
 
 # Exact arithmetic on (mantissa, exponent) pairs: a Decimal context would round a long
 # or extreme value before the final round-up, undercounting spend.
-_MAX_ADJUSTED: Final = 40  # 10**40 of anything is far past 2**63 - 1 units
-_MIN_EXPONENT: Final = -1000  # prices with more decimal places than this are refused
+MAX_ADJUSTED: Final = 40  # 10**40 of anything is far past 2**63 - 1 units
+MIN_EXPONENT: Final = -1000  # prices with more decimal places than this are refused
 
 
-def _parts(number: Decimal) -> tuple[int, int]:
+def decimal_parts(number: Decimal) -> tuple[int, int]:
     """*number* (finite, non-negative) as ``(m, e)`` with ``number == m * 10**e``."""
     _, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)
     return int("".join(map(str, digits)) or "0"), exponent
 
 
-def _too_large(what: str, value: object) -> InvalidAmount:
+def too_large(what: str, value: object) -> InvalidAmount:
     return InvalidAmount(f"{what} {value!r} is more than 2**63 - 1 units", value=value)
 
 
-def _ceil_div(numerator: int, exponent: int) -> int:
+def ceil_div(numerator: int, exponent: int) -> int:
     """``ceil(numerator * 10**exponent)``."""
     power: int = 10 ** abs(exponent)
     if exponent >= 0:
@@ -95,9 +95,9 @@ def _ceil_div(numerator: int, exponent: int) -> int:
     return -(-numerator // power)
 
 
-def _units(total: int, what: str, value: object) -> int:
+def to_units(total: int, what: str, value: object) -> int:
     if total > MAX_AMOUNT:
-        raise _too_large(what, value)
+        raise too_large(what, value)
     return total
 
 
@@ -109,15 +109,15 @@ def money(value: MoneyValue, *, scale: int = MICROS) -> int:
     """
     if type(scale) is not int or not 1 <= scale <= MAX_AMOUNT:
         raise InvalidAmount(f"scale {scale!r} must be an int in 1 .. 2**63 - 1", value=scale)
-    number = _decimal(value, "money value")
+    number = decimal_of(value, "money value")
     if not number:
         return 0
-    if number.adjusted() > _MAX_ADJUSTED:
-        raise _too_large("money value", value)
-    if number.adjusted() < -_MAX_ADJUSTED:
+    if number.adjusted() > MAX_ADJUSTED:
+        raise too_large("money value", value)
+    if number.adjusted() < -MAX_ADJUSTED:
         return 1  # below 10**-40, times any scale, is a positive fraction of one unit
-    mantissa, exponent = _parts(number)
-    return _units(_ceil_div(mantissa * scale, exponent), "money value", value)
+    mantissa, exponent = decimal_parts(number)
+    return to_units(ceil_div(mantissa * scale, exponent), "money value", value)
 
 
 def usd(value: MoneyValue) -> int:

@@ -355,10 +355,10 @@ class BudgetedLLM:
                 result = await result
             if isinstance(result, AsyncIterable):
                 stack.pop_all()  # the stream owns the reservation now
-                return BudgetedStream(result, held, self)
+                return BudgetedStream(result, held, _StreamOwner(self))
             if hasattr(result, "__aenter__") and hasattr(result, "__aexit__"):
                 stack.pop_all()  # a stream helper: the request is sent when entered
-                return BudgetedStreamManager(result, held, self)
+                return BudgetedStreamManager(result, held, _StreamOwner(self))
             if hasattr(result, "__next__") or hasattr(result, "__enter__"):
                 # A sync stream (its request is out: charge the estimate) or a sync
                 # stream manager (nothing sent: refund). Never settle a stream blind.
@@ -405,3 +405,19 @@ class BudgetedLLM:
 
 for _shown_here in (BudgetedStream, BudgetedStreamManager, HelperStream):
     _shown_here.__module__ = __name__  # documented (and shown in tracebacks) as aiobudget.llm
+
+
+@final
+class _StreamOwner:
+    """A `BudgetedLLM` as its streams see it (`aiobudget._llm_streams.StreamOwner`)."""
+
+    __slots__ = ("_llm",)
+
+    def __init__(self, llm: BudgetedLLM) -> None:
+        self._llm = llm
+
+    def usage_of(self, obj: object) -> Usage | None:
+        return self._llm._usage(obj)
+
+    def finish(self, held: Reservation, known: Usage | None, *, ended: bool) -> None:
+        self._llm._finish(held, known, ended=ended)

@@ -18,6 +18,7 @@ from aiobudget import (
 )
 from aiobudget.kernel import (
     MAX_AMOUNT,
+    Chain,
     Ledger,
     Limit,
     Snapshot,
@@ -28,7 +29,7 @@ from aiobudget.kernel import (
     first_over,
 )
 
-from ._support import counters, hold, single, warn
+from ._support import counters, deny, hold, single, warn
 
 
 class TestCheckAmount:
@@ -264,8 +265,30 @@ class TestLedgerSnapshot:
             reserved={"a": 2, "b": 3},
             remaining={"a": 4, "b": 16},
             verdict=warn("a"),
+            held=1,
         )
         assert expected == ledger.snapshot()
+
+    def test_held_counts_open_leases_at_every_level(self) -> None:
+        """held counts the open leases holding budget at a ledger, a child's at its parent
+        too; settles and releases take them off, denials and charges add none."""
+        parent = Ledger({"a": 10}, name="p")
+        child = Ledger({"a": 10}, name="c")
+        chain, parent_chain = Chain((child, parent)), Chain((parent,))
+        leases = [hold(chain, (1,)), hold(chain, (1,)), hold(parent_chain, (1,))]
+        deny(chain, (20,))
+        chain.charge((1,))
+        assert (2, 3) == (child.snapshot().held, parent.snapshot().held)
+        leases[0].settle((1,))
+        leases[2].release()
+        assert (1, 1) == (child.snapshot().held, parent.snapshot().held)
+        leases[1].release()
+        assert (0, 0) == (child.snapshot().held, parent.snapshot().held)
+
+    def test_waiting_is_given_by_the_store(self) -> None:
+        """The kernel has no queue: waiting is what the store passes, 0 by default."""
+        ledger, _ = single({"a": 10})
+        assert (0, 3) == (ledger.snapshot().waiting, ledger.snapshot(waiting=3).waiting)
 
     def test_remaining_is_floored_at_zero_after_overspend(self) -> None:
         """remaining never goes negative, even when spent is past the limit."""

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._common import EPILOG, Failure, default_url, open_redis, redact, seconds
+from ..stores.redis import redact
+from ._common import EPILOG, Failure, default_url, open_redis, seconds
 
 if TYPE_CHECKING:
     from types import FrameType
