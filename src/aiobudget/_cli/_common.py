@@ -152,6 +152,12 @@ class Describing(Store, Protocol):
         """The limits stored for budget *name*, in declaration order; None if it is unknown."""
         ...
 
+    async def repair(
+        self, name: str, limits: Mapping[str, Limit | int] | None = None, *, dry_run: bool = False
+    ) -> list[str]:
+        """Make budget *name* whole again after its keys were damaged; what was changed."""
+        ...
+
     async def aclose(self) -> None:
         """Stop what the store runs in the background (a client passed in stays open)."""
         ...
