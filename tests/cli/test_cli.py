@@ -577,6 +577,8 @@ class TestRepair:
             client.delete(f"{redis_prefix}:{{tenant-7}}:s")
         finally:
             client.close()
+        assert main(["show", stored, *redis_args]) == 1
+        assert "counters vanished while reservations were held" in capsys.readouterr().err
         assert main(["repair", stored, "--yes", *redis_args]) == 1
         assert "--limit DIM=VALUE" in capsys.readouterr().err
         argv = ["repair", stored, "--limit", "tokens=10,000", "--limit", "calls=50", "--yes"]

@@ -24,7 +24,9 @@ import anyio
 import pytest
 import redis
 import redis.asyncio.cluster
+import structlog
 from redis.crc import key_slot
+from structlog.testing import capture_logs
 
 import aiobudget
 from aiobudget import Budget, BudgetExhausted
@@ -231,3 +233,21 @@ async def test_budgets_on_different_slots_used_at_once(make_cluster_store: Store
         assert granted[name] == limits[name]
         assert {"calls": limits[name]} == dict(snapshot.spent)
         assert {"calls": 0} == dict(snapshot.reserved)
+
+
+async def test_a_cluster_without_persistence_is_warned_about(
+    make_cluster_store: StoreFactory,
+) -> None:
+    """The look at the server's configuration works on a cluster too (on one node): the
+    test cluster keeps nothing on disk, and the store says so, once."""
+    store = make_cluster_store()
+    try:
+        with capture_logs() as logs:
+            budget = Budget({"calls": 5}, name="warned", store=store)
+            await budget.charge(calls=1)
+            await budget.charge(calls=1)
+    finally:
+        structlog.reset_defaults()
+    warned = [log for log in logs if log["event"] == "budget.redis_at_risk"]
+    assert 1 == len(warned)
+    assert ["persistence is off"] == [risk.split(" (")[0] for risk in warned[0]["risks"]]

@@ -243,11 +243,22 @@ class RedisStore:
     async def describe(self, name: str) -> dict[str, Limit] | None:
         """The limits stored for the top-level budget *name*, in declaration order, or
         ``None`` when there is no such budget. Reads only; for tools such as the CLI that
-        open a budget without knowing its limits. `BackendError` if they are damaged."""
-        key = f"{root_base(self.prefix, name)}:s"
+        open a budget without knowing its limits. `BackendError` if the budget is damaged
+        (its limits unreadable, or its record gone while reservations are held)."""
+        base = root_base(self.prefix, name)
+        client = self._link.client()
         with backend_errors(f"reading budget {name!r}"):
-            spec = await self._link.client().hget(key, "spec")
-        return None if spec is None else stored_limits(text(spec), name)
+            spec = await client.hget(f"{base}:s", "spec")
+            held = [] if spec is not None else await client.hvals(f"{base}:l")
+        if spec is not None:
+            return stored_limits(text(spec), name)
+        if any(not text(value).startswith("=") for value in held):
+            raise BackendError(
+                f"budget {name!r} is damaged in Redis: its counters vanished while "
+                "reservations were held; repair it with its limits "
+                "('aiobudget repair NAME --limit DIM=VALUE', RedisStore.repair)"
+            )
+        return None
 
     async def repair(
         self,
