@@ -32,7 +32,7 @@ its first call, against what is stored.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, final
 from urllib.parse import quote, unquote
 
 from .._errors import BackendError, BudgetExceeded, ReservationClosed
@@ -53,13 +53,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Level",
+    "base_of",
     "closed",
     "damaged",
     "denial",
     "escape",
+    "every_budget",
     "exceeded",
-    "glob",
     "head",
+    "level_keys",
     "maintenance_head",
     "named",
     "outcome",
@@ -70,8 +72,6 @@ __all__ = [
     "stored_limits",
     "tree_keys",
 ]
-
-_SUFFIXES: Final = (":s", ":l", ":e", ":w")  # state, leases, expiries, waiters
 
 
 def escape(name: str | None) -> str:
@@ -91,9 +91,22 @@ def tree_keys(root: str) -> tuple[str, str]:
     return f"{root}:t", f"{root}:wake"
 
 
-def glob(prefix: str) -> str:
-    """*prefix* with SCAN's glob characters escaped."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+def level_keys(base: str) -> tuple[str, str, str, str]:
+    """The keys of the budget whose keys start with *base*: state, leases, expiries,
+    waiters."""
+    return (f"{base}:s", f"{base}:l", f"{base}:e", f"{base}:w")
+
+
+def every_budget(prefix: str) -> str:
+    """The SCAN pattern matching one key (the lease expiries) of every budget under
+    *prefix* that ever held a lease; `base_of` gives back its key base."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    return escaped + ":{*:e"
+
+
+def base_of(expiries: str) -> str:
+    """The key base of the budget whose lease expiries key is *expiries*."""
+    return expiries.removesuffix(":e")
 
 
 def named(base: str, prefix: str) -> str:
@@ -180,7 +193,7 @@ class Level:
         self.update = update
         self.check = "u" if update else "v"
         self.idle = str(idle_ms if name is None else 0)
-        self.keys = tuple(base + suffix for suffix in _SUFFIXES)
+        self.keys = level_keys(base)
         self.verdicts = verdict_table(self.dims)  # index = the scripts' verdict code
         self.outcomes = tuple(Outcome(verdict) for verdict in self.verdicts)
 
@@ -229,7 +242,7 @@ def maintenance_head(base: str) -> tuple[bytes, ...]:
     """KEYS and ARGV header of a maintenance script (sweep, repair) on the one budget whose
     keys start with *base*: no limits check, and its keys' expiry left as it is."""
     tickets, channel = tree_keys(base[: base.index("}") + 1])
-    parts = (tickets, *(base + suffix for suffix in _SUFFIXES), "1", channel, "-", "", "0")
+    parts = (tickets, *level_keys(base), "1", channel, "-", "", "0")
     return tuple(part.encode() for part in parts)
 
 

@@ -65,7 +65,9 @@ from ..kernel import Ledger, Limit
 from ._redis_account import RedisAccount, check_ttl
 from ._redis_layout import (
     Level,
-    glob,
+    base_of,
+    every_budget,
+    level_keys,
     maintenance_head,
     named,
     root_base,
@@ -213,13 +215,13 @@ class RedisStore:
         if not 0 < limit <= _SWEEP_MAX:
             raise ValueError(f"limit must be in 1 .. {_SWEEP_MAX}, not {limit!r}")
         client = await self._link.ready()
-        pattern = glob(self.prefix) + ":{*:e"
+        pattern = every_budget(self.prefix)
         with backend_errors(f"scanning for budgets under prefix {self.prefix!r}"):
             found = [text(key) async for key in client.scan_iter(match=pattern, count=1000)]
         total = 0
         problems: list[str] = []
         for key in sorted(found):
-            base = key[:-2]
+            base = base_of(key)
             reply = await self._maintain("sweep", base, [str(limit)])
             if text(reply[0]) == "DAMAGED":
                 problems.append(f"{named(base, self.prefix)}: {text(reply[2])}")
@@ -245,11 +247,11 @@ class RedisStore:
         ``None`` when there is no such budget. Reads only; for tools such as the CLI that
         open a budget without knowing its limits. `BackendError` if the budget is damaged
         (its limits unreadable, or its record gone while reservations are held)."""
-        base = root_base(self.prefix, name)
+        state, leases, _, _ = level_keys(root_base(self.prefix, name))
         client = self._link.client()
         with backend_errors(f"reading budget {name!r}"):
-            spec = await client.hget(f"{base}:s", "spec")
-            held = [] if spec is not None else await client.hvals(f"{base}:l")
+            spec = await client.hget(state, "spec")
+            held = [] if spec is not None else await client.hvals(leases)
         if spec is not None:
             return stored_limits(text(spec), name)
         if any(not text(value).startswith("=") for value in held):
