@@ -55,14 +55,6 @@ SCRIPT_NAMES: Final = (
     "sweep",
 )
 
-# Scripts that may run twice with the same arguments without changing the outcome (every
-# write is keyed by a lease or charge id, or only gives back what expired), so one
-# transparent retry after a lost connection is safe. A reset or new limits retried after
-# another process's charge could erase it: those are never retried.
-_IDEMPOTENT: Final = frozenset(
-    {"charge", "extend", "release", "reserve", "settle", "snapshot", "sweep"}
-)
-
 
 @functools.cache
 def require_redis() -> ModuleType:
@@ -135,13 +127,12 @@ def out_of_memory(error: BackendError) -> bool:
 class Script:
     """One operation's source and its SHA1, which EVALSHA names it by."""
 
-    __slots__ = ("idempotent", "name", "sha", "source")
+    __slots__ = ("name", "sha", "source")
 
     def __init__(self, name: str, source: str) -> None:
         self.name = name
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        self.idempotent = name in _IDEMPOTENT
 
     def __repr__(self) -> str:
         return f"<Script {self.name} {self.sha[:10]}>"
@@ -197,9 +188,12 @@ async def run(
     After NOSCRIPT (a SCRIPT FLUSH, a restart, a failover, a cluster node that never saw
     it) the script is sent whole with EVAL, which runs it on the very node that lacked it
     and caches it there: no window in which another flush or node could miss it again.
-    An idempotent script is retried once, at once, when its connection turned out dead
-    (a server restarted since the connection was pooled): the retry takes a fresh one;
-    and up to twice after an exception from inside the client library.
+    A script is retried once, at once, when its connection turned out dead (a server
+    restarted since the connection was pooled): the retry takes a fresh one; and up to
+    twice after an exception from inside the client library. Every script may run twice
+    and leave what one run leaves: its writes are keyed by a lease or charge id, only give
+    back what expired, or set a value (a reset or new limits run again later are the same
+    as run once then, with whatever ran in between ordered before).
 
     Raises `BackendError` for any failure of Redis, of the client or of the script;
     *what* names the budget in its message.
@@ -213,7 +207,7 @@ async def run(
                 reply = await client.eval(script.source, numkeys, *head, *args)
         except Exception as exc:  # every failure of the client library
             attempt += 1
-            if script.idempotent and attempt <= _retries(exc):
+            if attempt <= _retries(exc):
                 if attempt > 1:  # let whatever the client is sorting out settle first
                     await anyio.sleep(random.uniform(0.005, 0.02))
                 continue
