@@ -20,7 +20,7 @@ import redis.asyncio
 import structlog
 from structlog.testing import capture_logs
 
-from aiobudget import BackendError, Budget, BudgetExhausted, Status
+from aiobudget import BackendError, Budget, BudgetExhausted, ReservationClosed, Status
 from aiobudget.stores.redis import RedisStore
 
 from ._proxy import ReplyDropper
@@ -260,8 +260,9 @@ class TestOutcomeUnknown:
     ) -> None:
         """Redis applies a settle, and every reply to it (and to its retries) is lost on
         the way back: the exit raises BackendError saying the outcome is unknown (it was
-        applied); once the network is back, ``commit()`` retries the same settle, which
-        answers as the first did and counts once."""
+        applied); nothing else can be done to the reservation but, once the network is
+        back, ``commit()``, which retries the same settle: it answers as the first did and
+        counts once."""
         async with (
             ReplyDropper(server.port) as proxy,
             RedisStore(proxy.url, prefix=_prefix(), close_timeout=2) as store,
@@ -278,6 +279,10 @@ class TestOutcomeUnknown:
                     pass
             assert proxy.dropped > 0
             assert b"3" == await admin.hget(keys_of(store, budget)[0], "spent")  # applied
+            with pytest.raises(ReservationClosed):  # what is retried is what failed
+                reservation.record(calls=1)
+            with pytest.raises(ReservationClosed, match="retry that close with commit"):
+                await reservation.release()
             proxy.dropping = False
             assert Status.CONTINUE is (await reservation.commit()).status
             assert ({"calls": 3}, {"calls": 0}) == await _counters(budget)
