@@ -22,6 +22,7 @@ class ReplyDropper:
         self.port = 0
         self.dropping = False
         self.dropped = 0  # replies (chunks of them) thrown away
+        self.lost = asyncio.Event()  # set at each reply thrown away
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -96,6 +97,7 @@ class ReplyDropper:
                     break
                 if replies and self.dropping:
                     self.dropped += 1
+                    self.lost.set()
                     break  # the reply is lost, and so is the connection
                 writer.write(data)
                 await writer.drain()
