@@ -175,6 +175,7 @@ async def test_conformance_on_a_cluster(check: Check, make_cluster_store: StoreF
         await check(make_cluster_store)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_concurrent_reservations_on_a_cluster(cluster_port: int) -> None:
     """The conformance check of 200 racing tasks passes on a Redis Cluster client (run
