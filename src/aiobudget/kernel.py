@@ -239,24 +239,6 @@ class Snapshot:
     verdict: Verdict
 
 
-def snapshot_of(
-    limits: Mapping[str, Limit], spent: Sequence[int], reserved: Sequence[int], verdict: Verdict
-) -> Snapshot:
-    """A `Snapshot` of counters given in the order of *limits*; ``remaining`` is
-    ``limit - spent - reserved``, floored at 0."""
-    dims = tuple(limits)
-    remaining = (
-        max(0, limit.limit - s - r) for limit, s, r in zip(limits.values(), spent, reserved)
-    )
-    return Snapshot(
-        limits=MappingProxyType(dict(limits)),
-        spent=MappingProxyType(dict(zip(dims, spent))),
-        reserved=MappingProxyType(dict(zip(dims, reserved))),
-        remaining=MappingProxyType(dict(zip(dims, remaining))),
-        verdict=verdict,
-    )
-
-
 @final
 class Ledger:
     """The counters of one budget, and its limits.
@@ -378,8 +360,14 @@ class Ledger:
 
     def snapshot(self) -> Snapshot:
         """A frozen copy of the counters."""
-        limits = dict(zip(self.dims, self.limits))
-        return snapshot_of(limits, self._spent, self._reserved, self.verdict())
+        remaining = (max(0, limit - used) for limit, used in zip(self._hard, self._used))
+        return Snapshot(
+            limits=MappingProxyType(dict(zip(self.dims, self.limits))),
+            spent=MappingProxyType(self.mapping(self._spent)),
+            reserved=MappingProxyType(self.mapping(self._reserved)),
+            remaining=MappingProxyType(self.mapping(remaining)),
+            verdict=self.verdict(),
+        )
 
     # -- changing ----------------------------------------------------------------------
 
@@ -552,6 +540,24 @@ def combine(outcomes: Sequence[Outcome]) -> Outcome:
     """The outcome of one operation over a chain from each level's (leaf first): the
     worst verdict (the nearest level on a tie), and every crossing, with its level."""
     return _combine(outcomes)
+
+
+def snapshot_of(
+    limits: Mapping[str, Limit], spent: Sequence[int], reserved: Sequence[int], verdict: Verdict
+) -> Snapshot:
+    """A `Snapshot` of counters given in the order of *limits*, as `Ledger.snapshot`
+    gives one: ``remaining`` is ``limit - spent - reserved``, floored at 0."""
+    dims = tuple(limits)
+    remaining = (
+        max(0, limit.limit - s - r) for limit, s, r in zip(limits.values(), spent, reserved)
+    )
+    return Snapshot(
+        limits=MappingProxyType(dict(limits)),
+        spent=MappingProxyType(dict(zip(dims, spent))),
+        reserved=MappingProxyType(dict(zip(dims, reserved))),
+        remaining=MappingProxyType(dict(zip(dims, remaining))),
+        verdict=verdict,
+    )
 
 
 def _combine(outcomes: Sequence[Outcome]) -> Outcome:
