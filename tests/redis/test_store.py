@@ -25,7 +25,7 @@ from aiobudget import (
 )
 from aiobudget.stores.redis import RedisStore
 
-from ._support import flaky, keys_of, raw_keys, state_hash
+from ._support import flaky, keys_of, raw_keys, redis_account, state_hash
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -184,6 +184,44 @@ class TestNames:
         two = Budget({"calls": 1}, store=store)
         await one.charge(calls=1)
         assert {"calls": 0} == dict((await two.snapshot()).spent)
+
+
+class TestTools:
+    async def test_names_lists_top_level_budgets_once(self, store: RedisStore) -> None:
+        """names() lists each top-level budget once, unescaped; children and unnamed
+        budgets are not listed."""
+        for name in ("a:b", "{x}", ""):
+            budget = Budget({"calls": 5}, name=name, store=store)
+            await budget.child({"calls": 2}, name="kid").charge(calls=1)
+        await Budget({"calls": 5}, store=store).charge(calls=1)
+        assert ["", "a:b", "{x}"] == sorted([name async for name in store.names()])
+
+    async def test_read_needs_no_limits_and_creates_nothing(self, store: RedisStore) -> None:
+        """read(name) is the budget's snapshot; an unknown name is None and leaves no key;
+        a damaged budget is a BackendError naming it."""
+        budget = Budget({"calls": Limit(5, warn=2)}, name="b", store=store)
+        await budget.charge(calls=3)
+        assert await budget.snapshot() == await store.read("b")
+        assert await store.read("nobody") is None
+        assert all("nobody" not in key for key in await raw_keys(store))
+        await store._client().hset(keys_of(store, budget)[0], "spent", "x")
+        with pytest.raises(BackendError, match="budget 'b' is damaged"):
+            await store.read("b")
+
+    async def test_a_reservations_own_ttl(self, store: RedisStore) -> None:
+        """A lease taken with ttl= expires after it, whatever lease_ttl is; a ttl that is
+        not a number of seconds up to a year is refused before anything is sent."""
+        budget = Budget({"calls": 5}, name="b", store=store)
+        account = redis_account(budget)
+        await account.reserve((2,), use_headroom=False, timeout=None, ttl=0.2)
+        assert {"calls": 2} == dict((await budget.snapshot()).reserved)
+        await anyio.sleep(0.3)
+        assert {"calls": 0} == dict((await budget.snapshot()).reserved)
+        with pytest.raises(TypeError):
+            await account.reserve((1,), use_headroom=False, timeout=None, ttl=True)
+        with pytest.raises(ValueError, match="at most"):
+            await account.reserve((1,), use_headroom=False, timeout=None, ttl=1e9)
+        assert {"calls": 0} == dict((await budget.snapshot()).reserved)
 
 
 class TestFailures:

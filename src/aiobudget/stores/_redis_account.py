@@ -236,18 +236,30 @@ class RedisAccount:
     # -- reservations ------------------------------------------------------------------
 
     async def reserve(
-        self, amounts: tuple[int, ...], *, use_headroom: bool, timeout: float | None
+        self,
+        amounts: tuple[int, ...],
+        *,
+        use_headroom: bool,
+        timeout: float | None,
+        ttl: float | None = None,
     ) -> RedisHeld | Denial:
-        """Reserve, waiting up to *timeout* seconds (first come, first served)."""
+        """Reserve, waiting up to *timeout* seconds (first come, first served). The lease
+        lives *ttl* seconds (the store's ``lease_ttl`` by default) unless extended."""
+        ms = self.link.lease_ms if ttl is None else round(check_ttl(ttl, "ttl") * 1000)
+        lease_ms = str(max(1, ms))
         lease = os.urandom(16).hex()
         per_level = self._per_level(amounts)
         waits = timeout is not None and timeout > 0
         ticket = os.urandom(16).hex() if waits else ""
         try:
-            result = await self._attempt(lease, per_level, use_headroom, ticket, keep=waits)
+            result = await self._attempt(
+                lease, per_level, use_headroom, ticket, keep=waits, lease_ms=lease_ms
+            )
             if waits and isinstance(result, Denial) and not result.impossible:
                 assert timeout is not None
-                result = await self._wait(lease, per_level, use_headroom, ticket, timeout)
+                result = await self._wait(
+                    lease, per_level, use_headroom, ticket, timeout, lease_ms=lease_ms
+                )
         except BaseException:
             # The reply may have been lost after Redis granted (or queued) it: undo by id.
             await self._cleanup(lease, ticket)
@@ -255,14 +267,21 @@ class RedisAccount:
         return result
 
     async def _attempt(
-        self, lease: str, per_level: list[str], use_headroom: bool, ticket: str, *, keep: bool
+        self,
+        lease: str,
+        per_level: list[str],
+        use_headroom: bool,
+        ticket: str,
+        *,
+        keep: bool,
+        lease_ms: str | None = None,
     ) -> RedisHeld | Denial:
         link = self.link
         reply = await self._call(
             "reserve",
             [
                 lease,
-                str(link.lease_ms),
+                str(link.lease_ms) if lease_ms is None else lease_ms,
                 "1" if use_headroom else "0",
                 ticket,
                 "k" if keep else "x",
@@ -275,7 +294,14 @@ class RedisAccount:
         return denial(self.levels, per_level, reply)
 
     async def _wait(
-        self, lease: str, per_level: list[str], use_headroom: bool, ticket: str, timeout: float
+        self,
+        lease: str,
+        per_level: list[str],
+        use_headroom: bool,
+        ticket: str,
+        timeout: float,
+        *,
+        lease_ms: str,
     ) -> RedisHeld | Denial:
         """Wait in line (the ticket is queued already) until granted, hopeless or late."""
         deadline = anyio.current_time() + timeout if math.isfinite(timeout) else math.inf
@@ -284,7 +310,9 @@ class RedisAccount:
         try:
             await listener.ready(min(1.0, timeout))
             # Freed before the subscription was live? Look once more, now that we listen.
-            result = await self._attempt(lease, per_level, use_headroom, ticket, keep=True)
+            result = await self._attempt(
+                lease, per_level, use_headroom, ticket, keep=True, lease_ms=lease_ms
+            )
             while isinstance(result, Denial) and not result.impossible:
                 left = deadline - anyio.current_time()
                 if left > 0:
@@ -294,7 +322,9 @@ class RedisAccount:
                     left = deadline - anyio.current_time()
                 # The last attempt (time is up) takes the ticket out of the queue.
                 keep = left > 0
-                result = await self._attempt(lease, per_level, use_headroom, ticket, keep=keep)
+                result = await self._attempt(
+                    lease, per_level, use_headroom, ticket, keep=keep, lease_ms=lease_ms
+                )
                 if not keep:
                     break
             return result

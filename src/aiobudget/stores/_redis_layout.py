@@ -59,6 +59,7 @@ __all__ = [
     "denial",
     "escape",
     "every_budget",
+    "every_root",
     "exceeded",
     "head",
     "level_keys",
@@ -67,6 +68,7 @@ __all__ = [
     "outcome",
     "parse_spec",
     "root_base",
+    "root_name",
     "snapshot",
     "spec_of",
     "stored_limits",
@@ -97,11 +99,29 @@ def level_keys(base: str) -> tuple[str, str, str, str]:
     return (f"{base}:s", f"{base}:l", f"{base}:e", f"{base}:w")
 
 
+def _glob(prefix: str) -> str:
+    """*prefix* as a literal in a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+
+
 def every_budget(prefix: str) -> str:
     """The SCAN pattern matching one key (the lease expiries) of every budget under
     *prefix* that ever held a lease; `base_of` gives back its key base."""
-    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
-    return escaped + ":{*:e"
+    return _glob(prefix) + ":{*:e"
+
+
+def every_root(prefix: str) -> str:
+    """The SCAN pattern matching the state key of every top-level budget under *prefix*;
+    `root_name` gives back its name (None for an unnamed one)."""
+    return _glob(prefix) + ":{*}:s"
+
+
+def root_name(state: str, prefix: str) -> str | None:
+    """The name of the top-level budget whose state key is *state*; None if unnamed."""
+    escaped = state[len(prefix) + 2 : -3]  # between the braces of "<prefix>:{name}:s"
+    if escaped.startswith("%anon-"):
+        return None
+    return "" if escaped == "%" else unquote(escaped)
 
 
 def base_of(expiries: str) -> str:
@@ -300,8 +320,8 @@ def exceeded(levels: Sequence[Level], reply: Sequence[Any]) -> BudgetExceeded:
 def closed(reply: Sequence[Any], lease_ttl: float) -> ReservationClosed:
     """The error of a close or extend of a lease that is not live: ``[CLOSED, state]``."""
     return ReservationClosed(
-        f"this reservation's lease is {text(reply[1])} (leases live {lease_ttl:g} s unless "
-        "extended); nothing was changed"
+        f"this reservation's lease is {text(reply[1])} (leases live their ttl, {lease_ttl:g} "
+        "s by default, unless extended); nothing was changed"
     )
 
 
@@ -317,7 +337,8 @@ def damaged(levels: Sequence[Level], reply: Sequence[Any]) -> BackendError:
 
 
 def snapshot(level: Level, reply: Sequence[Any]) -> Snapshot:
-    """A `Snapshot` from the snapshot script's reply ``[OK, spec, spent, reserved, code]``."""
+    """A `Snapshot` from the snapshot script's reply ``[OK, spec, spent, reserved, code,
+    held, waiting]`` (held: live leases; waiting: live tickets queued here)."""
     limits = stored_limits(text(reply[1]), level.name)
     spent = tuple(map(int, text(reply[2]).split(",")))
     reserved = tuple(map(int, text(reply[3]).split(",")))

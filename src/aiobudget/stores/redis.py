@@ -67,10 +67,13 @@ from ._redis_layout import (
     Level,
     base_of,
     every_budget,
+    every_root,
     level_keys,
     maintenance_head,
     named,
     root_base,
+    root_name,
+    snapshot,
     spec_of,
     stored_limits,
     tree_keys,
@@ -79,9 +82,10 @@ from ._redis_link import Link
 from ._redis_scripts import backend_errors, require_redis, run, scripts, text
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
     from types import TracebackType
 
+    from ..kernel import Snapshot
     from ..protocols import Account
 
 __all__ = ["RedisStore"]
@@ -261,6 +265,34 @@ class RedisStore:
                 "('aiobudget repair NAME --limit DIM=VALUE', RedisStore.repair)"
             )
         return None
+
+    async def names(self) -> AsyncIterator[str]:
+        """The names of the top-level budgets under this store's prefix, each once, in no
+        particular order. Found with SCAN (incrementally, never KEYS), whose cost grows
+        with every key of the database, not only aiobudget's: about one round trip per
+        1,000 keys. Unnamed (private) budgets and children are not listed."""
+        prefix = self.prefix
+        seen: set[str] = set()
+        with backend_errors(f"scanning for budgets under prefix {prefix!r}"):
+            async for key in self._link.client().scan_iter(match=every_root(prefix), count=1000):
+                name = root_name(text(key), prefix)
+                if name is not None and name not in seen:
+                    seen.add(name)
+                    yield name
+
+    async def read(self, name: str) -> Snapshot | None:
+        """The snapshot of the top-level budget *name* as stored, or ``None`` when there
+        is no such budget. Unlike ``Budget(...).snapshot()`` it needs no limits and never
+        creates the budget (for tools and metrics). `BackendError` if it is damaged."""
+        base = root_base(self.prefix, name)
+        reply = await self._maintain("snapshot", base, [])
+        tag = text(reply[0])
+        if tag == "NOBUDGET":
+            return None
+        if tag == "DAMAGED":
+            raise BackendError(f"budget {name!r} is damaged in Redis: {text(reply[2])}")
+        limits = stored_limits(text(reply[1]), name)
+        return snapshot(Level(base, name, limits, update=False, idle_ms=0), reply)
 
     async def repair(
         self,
