@@ -265,8 +265,8 @@ class TestSnapshotOf:
     def test_a_ledger_snapshot_is_the_same(self) -> None:
         """Ledger.snapshot builds what snapshot_of builds from its counters."""
         ledger, chain = single({"a": 10})
-        hold(chain, (4,))
-        expected = snapshot_of({"a": Limit(10)}, (0,), (4,), CONTINUE)
+        chain.charge((4,))
+        expected = snapshot_of({"a": Limit(10)}, (4,), (0,), CONTINUE)
         assert expected == ledger.snapshot()
 
 
