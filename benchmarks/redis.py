@@ -160,7 +160,7 @@ def _cell(value: object) -> str:
 
 
 if __name__ == "__main__":
-    from aiobudget.stores.redis import _mask  # never print a password
+    from aiobudget.stores.redis import redact  # never print a password
 
-    print(f"Python {sys.version.split()[0]}, Redis at {_mask(URL)}, best of {REPEATS} repeats")
+    print(f"Python {sys.version.split()[0]}, Redis at {redact(URL)}, best of {REPEATS} repeats")
     print(_format(run()))

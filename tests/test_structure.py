@@ -48,22 +48,6 @@ SEAMS_IN_REWORK: Final = {
     "aiobudget._budget": {"_enter", "_denial"},
     "aiobudget._reservation": {"_account", "_denied", "_local", "_vector"},
     "aiobudget.stores.memory": {"_blocked"},
-    # RedisStore and RedisAccount (two modules of one store) share its per-loop
-    # clients, lease settings and orphaned leases; the Redis store is being reworked
-    # on another branch, which owns giving them a seam.
-    "aiobudget.stores._redis_account": {
-        "_client",
-        "_drain_orphans",
-        "_forget_listener",
-        "_lease_ms",
-        "_lease_ttl",
-        "_listener",
-        "_orphans",
-        "_saw_server_time",
-        "_server_now",
-        "_ticket_ms",
-    },
-    "aiobudget.stores.redis": {"_give_back", "_levels", "_store", "_tree"},
 }
 """Private reads across modules known today, each waiting for a seam: none may be added."""
 

@@ -30,7 +30,7 @@ from .kernel import (
     check_flag,
     first_over,
 )
-from .protocols import Account, LocalAccount, Store
+from .protocols import Account, LocalAccount, Repairable, Store
 from .stores.memory import MemoryStore
 
 __all__ = ["Amounts", "Budget", "Callback"]
@@ -380,12 +380,21 @@ class Budget:
         """What is left per dimension: ``limit - spent - reserved``, floored at 0."""
         return dict((await self._account.snapshot()).remaining)
 
-    async def reset(self) -> None:
+    async def reset(self, *, force: bool = False) -> None:
         """Start a new period: ``spent`` goes to 0; live reservations stay counted.
 
         A child's reset leaves its parent alone, and a parent's its children.
+
+        With *force*, also make the budget's record whole again in a store that can be
+        damaged from outside (Redis keys deleted or evicted, which the store refuses to
+        use until repaired): ``reserved`` is recounted from the reservations the store
+        still holds, and a lost record is created again with this budget's limits.
         """
-        await self._account.reset()
+        account = self._account
+        if force and isinstance(account, Repairable):
+            await account.repair()
+        else:
+            await account.reset()
         _log.logger.info(_log.RESET, budget=self.name)
 
     async def set_limits(self, limits: Mapping[str, Limit | int]) -> Verdict:

@@ -33,6 +33,7 @@ __all__ = [
     "LLM_STREAM_WITHOUT_USAGE",
     "OVER_REQUEST_LIMIT",
     "PERIOD_CLOSED",
+    "REDIS_AT_RISK",
     "RELEASED",
     "RESERVED",
     "RESET",
@@ -84,6 +85,10 @@ LIMITS_UPDATED: Final = "budget.limits_updated"
 """The limits of a budget were changed (INFO): ``limits``."""
 BACKEND_RETRY: Final = "budget.backend_retry"
 """A settle or release could not reach the store and is being retried (WARNING)."""
+REDIS_AT_RISK: Final = "budget.redis_at_risk"
+"""A `RedisStore`'s server could lose budgets (WARNING), once per store, at its first
+operation: ``server``, ``prefix``, ``risks`` (an eviction policy that can evict budget
+keys, no persistence)."""
 CALLBACK_FAILED: Final = "budget.callback_failed"
 """An ``on_warn`` or ``on_exhausted`` callback raised (ERROR); accounting was unaffected."""
 LLM_ESTIMATE_INCOMPLETE: Final = "llm.estimate_incomplete"

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Final, Literal, final
 import anyio
 
 from . import _log
-from ._errors import ReservationClosed
-from .kernel import MAX_AMOUNT, Denial, Verdict
+from ._errors import BackendError, ReservationClosed
+from .kernel import MAX_AMOUNT, Denial, Outcome, Verdict
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -22,6 +22,7 @@ __all__ = ["Reservation"]
 _NEW: Final = 0
 _HELD: Final = 1
 _CLOSED: Final = 2
+_UNKNOWN: Final = 3  # its settle or release raised BackendError: applied or not, unknown
 
 OnUnrecorded = Literal["refund", "charge", "release"]
 """What a normal exit with nothing recorded does: ``"refund"`` everything and log
@@ -58,6 +59,11 @@ class Reservation:
     `Budget.acquire` (and `Budget.try_reserve`) hand out reservations already entered,
     for work whose start and end are separate calls: close them with `commit` or
     `release`.
+
+    If the store fails while closing (`BackendError`, a networked store such as Redis),
+    the outcome is unknown: the settle may or may not have been applied. ``await
+    r.commit()`` then retries exactly that settle (or release), which the store applies
+    at most once.
     """
 
     __slots__ = (
@@ -66,6 +72,7 @@ class Reservation:
         "_denial",
         "_held",
         "_on_unrecorded",
+        "_pending",
         "_recorded",
         "_request_limit",
         "_state",
@@ -96,6 +103,7 @@ class Reservation:
         self._held: Held | None = None
         self._denial: Denial | None = None
         self._recorded: list[int] | None = None
+        self._pending: tuple[int, ...] | None = None  # what a close of unknown outcome did
         self._state = _NEW
         self.verdict: Verdict | None = None
         """The verdict after the reservation was settled or released; None before."""
@@ -103,7 +111,7 @@ class Reservation:
         """True when the recorded usage passed ``request_limit`` (it was charged anyway)."""
 
     def __repr__(self) -> str:
-        state = ("new", "held", "closed")[self._state]
+        state = ("new", "held", "closed", "outcome unknown")[self._state]
         return f"<Reservation {self._budget.name!r} {self.amounts} {state}>"
 
     # -- reading -----------------------------------------------------------------------
@@ -276,7 +284,7 @@ class Reservation:
         """
         budget = self._budget
         vector = budget._account.vector(dims) if amounts is None else budget._vector(amounts, dims)
-        if self._state == _CLOSED:
+        if self._state >= _CLOSED:  # closed, or closing failed: retried as it was
             raise ReservationClosed("cannot record on a reservation that is already closed")
         recorded = self._recorded
         if recorded is None:
@@ -288,15 +296,32 @@ class Reservation:
                 recorded[i] = total if total <= MAX_AMOUNT else MAX_AMOUNT
 
     async def commit(self) -> Verdict:
-        """Settle now, as a normal exit would, and return the verdict."""
-        if self._state != _HELD:
+        """Settle now, as a normal exit would, and return the verdict.
+
+        After a `BackendError` from closing this reservation (leaving its block, or an
+        earlier `commit` or `release`), the outcome of that close is unknown: `commit`
+        retries exactly it, and the store applies it at most once.
+        """
+        if self._state == _UNKNOWN:
+            assert self._held is not None
+            self._state = _CLOSED
+            actual = self._pending
+            outcome = await self._remote(self._held, actual)
+            await self._closed(outcome, actual, "retried")
+        elif self._state != _HELD:
             raise ReservationClosed("this reservation is not holding budget")
-        await self._close(failed=False)
+        else:
+            await self._close(failed=False)
         assert self.verdict is not None
         return self.verdict
 
     async def release(self) -> Verdict:
         """Give the reservation back now, charging nothing, even what was recorded."""
+        if self._state == _UNKNOWN:
+            raise ReservationClosed(
+                "closing this reservation failed with an unknown outcome: retry that close "
+                "with commit()"
+            )
         if self._state != _HELD:
             raise ReservationClosed("this reservation is not holding budget")
         self._recorded = None
@@ -339,15 +364,29 @@ class Reservation:
                 local.release_nowait(held) if actual is None else local.settle_nowait(held, actual)
             )
         else:
+            outcome = await self._remote(held, actual)
+        await self._closed(outcome, actual, reason or ("failed" if failed else "unrecorded"))
+
+    async def _remote(self, held: Held, actual: tuple[int, ...] | None) -> Outcome:
+        """Settle (or release, for None) through the async store, shielded from
+        cancellation. A `BackendError` leaves the outcome unknown and the close retryable."""
+        account = self._budget._account
+        try:
             with anyio.CancelScope(shield=True):
-                account = budget._account
                 outcome = await (
                     account.release(held) if actual is None else account.settle(held, actual)
                 )
+        except BackendError:
+            self._state = _UNKNOWN
+            self._pending = actual
+            raise
+        return outcome
+
+    async def _closed(self, outcome: Outcome, actual: tuple[int, ...] | None, reason: str) -> None:
         self.verdict = outcome.verdict
-        self._log_close(actual, reason or ("failed" if failed else "unrecorded"))
+        self._log_close(actual, reason)
         if outcome.crossings:  # settled already: a callback may be cancelled
-            await budget._announce(outcome)
+            await self._budget._announce(outcome)
 
     def _log_close(self, actual: tuple[int, ...] | None, reason: str) -> None:
         budget = self._budget

@@ -60,9 +60,12 @@ __all__ = [
     "check_amount",
     "check_dim",
     "check_flag",
+    "combine",
     "first_over",
     "from_micros",
     "saturate",
+    "snapshot_of",
+    "verdict_table",
 ]
 
 MAX_AMOUNT: Final = 2**63 - 1
@@ -188,6 +191,17 @@ class Verdict:
 
 
 CONTINUE: Final = Verdict(Status.CONTINUE)
+
+
+def verdict_table(dims: Sequence[str]) -> tuple[Verdict, ...]:
+    """Every verdict a budget with *dims* can have, by code: 0 is CONTINUE, ``1 + i``
+    WARN on ``dims[i]``, ``1 + len(dims) + i`` EXHAUSTED on ``dims[i]`` (the codes the
+    Redis scripts answer with)."""
+    return (
+        CONTINUE,
+        *(Verdict(Status.WARN, dim) for dim in dims),
+        *(Verdict(Status.EXHAUSTED, dim) for dim in dims),
+    )
 
 
 @final
@@ -319,12 +333,7 @@ class Ledger:
         self._used = [0] * len(self.dims)  # spent + reserved, kept so checks add once
         self._set_caps()
         # Verdicts and quiet outcomes are built once, so the hot path allocates neither.
-        # Code 0 is CONTINUE, 1 + i is WARN on dim i, 1 + n + i is EXHAUSTED on dim i.
-        self._verdicts = (
-            CONTINUE,
-            *(Verdict(Status.WARN, dim) for dim in self.dims),
-            *(Verdict(Status.EXHAUSTED, dim) for dim in self.dims),
-        )
+        self._verdicts = verdict_table(self.dims)
         self._outcomes = tuple(Outcome(verdict) for verdict in self._verdicts)
         self._peak = 0
         self._leases = 0  # live leases holding budget here
@@ -626,7 +635,43 @@ def _project(vector: Sequence[int], index: tuple[int, ...] | None) -> tuple[int,
     return tuple(0 if j < 0 else vector[j] for j in index)
 
 
-def _combine(outcomes: list[Outcome]) -> Outcome:
+def combine(outcomes: Sequence[Outcome]) -> Outcome:
+    """The outcome of one operation over a chain from each level's (leaf first): the
+    worst verdict (the nearest level on a tie), and every crossing, with its level."""
+    return _combine(outcomes)
+
+
+def snapshot_of(
+    limits: Mapping[str, Limit],
+    spent: Sequence[int],
+    reserved: Sequence[int],
+    verdict: Verdict,
+    *,
+    held: int = 0,
+    waiting: int = 0,
+    period_start: datetime | None = None,
+    resets_at: datetime | None = None,
+) -> Snapshot:
+    """A `Snapshot` of counters given in the order of *limits*, as `Ledger.snapshot`
+    gives one: ``remaining`` is ``limit - spent - reserved``, floored at 0."""
+    dims = tuple(limits)
+    remaining = (
+        max(0, limit.limit - s - r) for limit, s, r in zip(limits.values(), spent, reserved)
+    )
+    return Snapshot(
+        limits=MappingProxyType(dict(limits)),
+        spent=MappingProxyType(dict(zip(dims, spent))),
+        reserved=MappingProxyType(dict(zip(dims, reserved))),
+        remaining=MappingProxyType(dict(zip(dims, remaining))),
+        verdict=verdict,
+        held=held,
+        waiting=waiting,
+        period_start=period_start,
+        resets_at=resets_at,
+    )
+
+
+def _combine(outcomes: Sequence[Outcome]) -> Outcome:
     """The worst verdict over levels (the nearest on a tie), with every crossing."""
     worst = outcomes[0].verdict
     crossings: tuple[Crossing, ...] = ()

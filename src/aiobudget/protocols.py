@@ -5,6 +5,8 @@
   them; a conformance suite (`aiobudget.testing`) checks any implementation.
 - `LocalAccount`: an account whose operations need no I/O offers them synchronously, so
   a reservation's exit never suspends (and so cannot be interrupted half-way).
+- `Repairable`: an account whose stored record can be damaged from outside (Redis), and
+  repaired by ``Budget.reset(force=True)``.
 - `BudgetGuard` and `TokenBudget`: the two small seed protocols framework authors code
   against; `UnitBudget`, `TokenPool` and `Budget.as_guard` / `Budget.as_token_budget`
   implement them. `TokenReservation`, what `TokenBudget` hands out, lives here too, with
@@ -31,6 +33,7 @@ __all__ = [
     "BudgetGuard",
     "Held",
     "LocalAccount",
+    "Repairable",
     "Store",
     "TokenBudget",
     "TokenHold",
@@ -143,6 +146,18 @@ class LocalAccount(Account, Protocol):
 
     def release_nowait(self, held: Held) -> Outcome:
         """`Account.release`, synchronously."""
+        ...
+
+
+@runtime_checkable
+class Repairable(Account, Protocol):
+    """An `Account` whose stored record can be damaged from outside (keys of a Redis
+    budget deleted or evicted), and so can be made whole again."""
+
+    async def repair(self) -> Outcome:
+        """A forced `reset`: ``spent`` goes to 0 and the budget's record is rebuilt from
+        what the store still holds (reserved recounted from the live reservations; a lost
+        record created again with the budget's limits)."""
         ...
 
 

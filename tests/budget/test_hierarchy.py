@@ -237,6 +237,17 @@ class TestResetAndLimits:
         assert ({TOKENS: 0}, {TOKENS: 0}) == await state(parent)
         assert ({TOKENS: 20}, {TOKENS: 0}) == await state(child)
 
+    async def test_a_forced_reset_in_memory_is_a_reset(self) -> None:
+        """Nothing outside can damage a memory store: reset(force=True) is a reset, and
+        live reservations stay counted."""
+        budget = Budget({TOKENS: 100}, name="b")
+        await budget.charge(tokens=30)
+        async with budget.reserve(tokens=10) as r:
+            await budget.reset(force=True)
+            assert ({TOKENS: 0}, {TOKENS: 10}) == await state(budget)
+            r.record(tokens=4)
+        assert ({TOKENS: 4}, {TOKENS: 0}) == await state(budget)
+
     async def test_a_reservation_across_a_parent_reset(self) -> None:
         """A child reservation live across a parent reset stays counted and settles."""
         parent = Budget({TOKENS: 100}, name="p")

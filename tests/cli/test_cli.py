@@ -131,6 +131,8 @@ class TestBadUsage:
             (["metrics", "--port", "x"], "invalid int value"),
             (["metrics", "--timeout", "-1"], "between 0 and 3600"),
             (["metrics", "--redis", "nonsense://x"], "invalid Redis URL"),
+            (["repair", "b", "--limit", "tokens", "--yes"], "is not DIM=VALUE"),
+            (["repair", "b", "--limit", "tokens=lots", "--yes"], "is not an amount"),
         ],
     )
     def test_exit_2_with_a_clear_message(
@@ -143,7 +145,9 @@ class TestBadUsage:
         assert "error:" in err
         assert "Traceback" not in err
 
-    @pytest.mark.parametrize("command", [["reset", "b"], ["set-limit", "b", "tokens", "10"]])
+    @pytest.mark.parametrize(
+        "command", [["reset", "b"], ["set-limit", "b", "tokens", "10"], ["repair", "b"]]
+    )
     def test_destructive_commands_need_yes_without_a_terminal(
         self, capsys: pytest.CaptureFixture[str], command: list[str]
     ) -> None:
@@ -396,6 +400,36 @@ def _put(
         anyio.run(go)
 
 
+def _hold(url: str, prefix: str, name: str, limits: Mapping[str, Limit | int], **held: int) -> None:
+    """Take a reservation on budget *name* and leave it live, as a process that died."""
+    from redis.asyncio import Redis
+
+    from aiobudget.stores.redis import RedisStore
+
+    async def go() -> None:
+        client = Redis.from_url(url)
+        try:
+            budget = Budget(limits, name=name, store=RedisStore(client, prefix=prefix))
+            account = budget._account
+            await account.reserve(account.vector(held), use_headroom=False, timeout=None)
+        finally:
+            await client.aclose()
+
+    with structlog.testing.capture_logs():
+        anyio.run(go)
+
+
+def _edit(url: str, key: str, **fields: str) -> None:
+    """Set fields of a hash by hand, as an operator (or a bug) might."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.hset(key, mapping=fields)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def redis_args(redis_url: str, redis_prefix: str) -> list[str]:
     """``--redis URL --prefix P`` of a real Redis and this test's own key prefix."""
@@ -574,7 +608,6 @@ class TestWithRedis:
 
 
 @pytest.mark.redis
-@pytest.mark.redis
 class TestMetricsWithRedis:
     def test_a_port_in_use_is_one_line_and_exit_1(
         self, capsys: pytest.CaptureFixture[str], redis_args: list[str]
@@ -589,6 +622,92 @@ class TestMetricsWithRedis:
         assert line.startswith(f"aiobudget: error: cannot listen on 127.0.0.1 port {port}: ")
 
 
+@pytest.mark.redis
+class TestRepair:
+    def test_a_budget_whose_leases_vanished(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        redis_url: str,
+        redis_prefix: str,
+        redis_args: list[str],
+        stored: str,
+    ) -> None:
+        """show refuses a damaged budget in one line (1); repair --yes recounts what is
+        reserved and keeps spent; a second repair has nothing to do."""
+        _edit(redis_url, f"{redis_prefix}:{{tenant-7}}:s", reserved="4,0")
+        assert main(["show", stored, *redis_args]) == 1
+        err = capsys.readouterr().err
+        assert "is damaged in Redis: tokens 4 is reserved but no lease holds it" in err
+        assert "Traceback" not in err
+        assert main(["repair", stored, "--yes", "--json", *redis_args]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert ["reserved was recounted from the 0 leases held: 4,0 -> 0,0"] == result["changes"]
+        tokens = result["after"]["dims"]["tokens"]
+        assert (1_200, 0) == (tokens["spent"], tokens["reserved"])
+        assert main(["repair", stored, "--yes", *redis_args]) == 0
+        assert "budget 'tenant-7': nothing to repair" in capsys.readouterr().out
+
+    def test_a_lost_record_needs_its_limits(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        redis_url: str,
+        redis_prefix: str,
+        redis_args: list[str],
+        stored: str,
+    ) -> None:
+        """The state deleted while a reservation is held: repair says it needs the limits
+        (1, nothing changed), then with --limit creates the record again, spent 0 and the
+        held reservation counted."""
+        import redis
+
+        _hold(
+            redis_url,
+            redis_prefix,
+            stored,
+            {TOKENS: Limit(10_000, warn=8_000), CALLS: 50},
+            tokens=100,
+        )
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.delete(f"{redis_prefix}:{{tenant-7}}:s")
+        finally:
+            client.close()
+        assert main(["show", stored, *redis_args]) == 1
+        assert "counters vanished while reservations were held" in capsys.readouterr().err
+        assert main(["repair", stored, "--yes", *redis_args]) == 1
+        assert "--limit DIM=VALUE" in capsys.readouterr().err
+        argv = ["repair", stored, "--limit", "tokens=10,000", "--limit", "calls=50", "--yes"]
+        assert main([*argv, *redis_args]) == 0
+        out = capsys.readouterr().out
+        assert "created again with limits tokens=10000//0,calls=50//0" in out
+        assert re.search(r"tokens\s+10,000\s+-\s+0\s+0\s+100\s+9,900", out)
+
+    def test_unreadable_limits_are_one_line(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        redis_url: str,
+        redis_prefix: str,
+        redis_args: list[str],
+        stored: str,
+    ) -> None:
+        """Limits edited into something unreadable: show fails (1) with one line naming
+        the budget, never a traceback."""
+        _edit(redis_url, f"{redis_prefix}:{{tenant-7}}:s", spec="tokens=10000")
+        assert main(["show", stored, *redis_args]) == 1
+        err = capsys.readouterr().err
+        assert "budget 'tenant-7' is damaged in Redis" in err
+        assert "Traceback" not in err
+        assert 1 == len(err.strip().splitlines())
+
+    def test_an_unknown_budget(
+        self, capsys: pytest.CaptureFixture[str], redis_args: list[str]
+    ) -> None:
+        """Repairing a name nobody uses creates nothing and fails (1)."""
+        assert main(["repair", "nobody", "--limit", "calls=5", "--yes", *redis_args]) == 1
+        assert "no budget named 'nobody'" in capsys.readouterr().err
+
+
+@pytest.mark.redis
 class TestDemoWithRedis:
     def test_demo_across_processes(
         self, capsys: pytest.CaptureFixture[str], redis_args: list[str]

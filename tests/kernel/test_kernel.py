@@ -17,19 +17,25 @@ from aiobudget import (
     UnknownDimension,
 )
 from aiobudget.kernel import (
+    CONTINUE,
     MAX_AMOUNT,
     Chain,
+    Crossing,
     Ledger,
     Limit,
+    Outcome,
     Snapshot,
     Status,
     Verdict,
     check_amount,
     check_dim,
+    combine,
     first_over,
+    snapshot_of,
+    verdict_table,
 )
 
-from ._support import counters, deny, hold, single, warn
+from ._support import counters, deny, exhausted, hold, single, warn
 
 
 class TestCheckAmount:
@@ -173,6 +179,60 @@ class TestVerdict:
     def test_status_values(self) -> None:
         """Status has exactly CONTINUE, WARN and EXHAUSTED."""
         assert ["CONTINUE", "WARN", "EXHAUSTED"] == [status.name for status in Status]
+
+
+class TestVerdictTable:
+    def test_codes_are_continue_then_warn_then_exhausted_per_dim(self) -> None:
+        """Code 0 is CONTINUE, 1 + i WARN on dim i, 1 + n + i EXHAUSTED on dim i."""
+        expected = (CONTINUE, warn("a"), warn("b"), exhausted("a"), exhausted("b"))
+        assert expected == verdict_table(("a", "b"))
+
+    def test_a_ledger_answers_from_the_same_table(self) -> None:
+        """A ledger's verdict is the table's entry for its state."""
+        ledger, chain = single({"a": Limit(10, warn=5), "b": 10})
+        hold(chain, (0, 10))
+        assert verdict_table(ledger.dims)[4] == ledger.verdict()
+
+
+class TestCombine:
+    def test_the_worst_verdict_wins_and_the_nearest_on_a_tie(self) -> None:
+        """The chain's verdict is the worst level's, the nearest level's on a tie."""
+        leaf = Outcome(warn("a"))
+        parent = Outcome(exhausted("b"))
+        grandparent = Outcome(exhausted("c"))
+        assert exhausted("b") == combine([leaf, parent, grandparent]).verdict
+
+    def test_crossings_carry_their_level(self) -> None:
+        """Every level's crossings are kept, renumbered by level from the leaf."""
+        crossed = Outcome(warn("a"), (Crossing("p", warn("a")),))
+        result = combine([Outcome(CONTINUE), crossed])
+        assert (Crossing("p", warn("a"), 1),) == result.crossings
+        assert warn("a") == result.verdict
+
+    def test_a_quiet_chain_is_the_leafs_outcome(self) -> None:
+        """Without crossings or a worse level, the leaf's outcome is the chain's."""
+        leaf = Outcome(warn("a"))
+        assert leaf is combine([leaf, Outcome(CONTINUE)])
+
+
+class TestSnapshotOf:
+    def test_remaining_is_floored_at_zero(self) -> None:
+        """remaining is limit - spent - reserved, floored at 0, per dimension."""
+        limits = {"a": Limit(10), "b": Limit(5)}
+        snapshot = snapshot_of(limits, (3, 6), (2, 0), exhausted("b"))
+        assert {"a": 5, "b": 0} == dict(snapshot.remaining)
+        assert ({"a": 3, "b": 6}, {"a": 2, "b": 0}) == (
+            dict(snapshot.spent),
+            dict(snapshot.reserved),
+        )
+        assert (limits, exhausted("b")) == (dict(snapshot.limits), snapshot.verdict)
+
+    def test_a_ledger_snapshot_is_the_same(self) -> None:
+        """Ledger.snapshot builds what snapshot_of builds from its counters."""
+        ledger, chain = single({"a": 10})
+        chain.charge((4,))
+        expected = snapshot_of({"a": Limit(10)}, (4,), (0,), CONTINUE)
+        assert expected == ledger.snapshot()
 
 
 class TestLedgerConstruction:

@@ -11,6 +11,8 @@ import json
 import random
 import sys
 
+import structlog
+
 from aiobudget import Budget, BudgetExhausted
 from aiobudget.stores.redis import RedisStore
 
@@ -63,6 +65,9 @@ async def hold(url: str, prefix: str, name: str, lease_ttl: float) -> None:
 
 
 if __name__ == "__main__":
+    # aiobudget's log events (structlog prints them on stdout unless configured) go to
+    # stderr: stdout is this worker's report.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     mode, url, prefix, name, *rest = sys.argv[1:]
     if mode == "run":
         asyncio.run(run(url, prefix, name, int(rest[0]), int(rest[1])))

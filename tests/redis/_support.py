@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import redis.asyncio
@@ -43,10 +44,22 @@ async def raw_keys(store: RedisStore) -> list[str]:
     return sorted(key.decode() for key in keys)
 
 
+def keys_of(store: RedisStore, budget: Budget) -> tuple[str, str, str, str]:
+    """The keys of named *budget* (state, leases, expiries, waiters), as the Redis guide
+    lays them out."""
+    names: list[str] = []
+    level: Budget | None = budget
+    while level is not None:
+        assert level.name is not None
+        names.insert(0, quote(level.name, safe="") or "%")
+        level = level.parent
+    base = f"{store.prefix}:{{{names[0]}}}" + "".join(f"/{name}" for name in names[1:])
+    return (f"{base}:s", f"{base}:l", f"{base}:e", f"{base}:w")
+
+
 async def state_hash(store: RedisStore, budget: Budget) -> dict[str, str]:
     """The raw state hash of *budget* (no script runs, so nothing is reclaimed)."""
-    key = redis_account(budget)._levels[0].keys[0]
-    raw: dict[bytes, bytes] = await store._client().hgetall(key)
+    raw: dict[bytes, bytes] = await store._client().hgetall(keys_of(store, budget)[0])
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 

@@ -3,9 +3,10 @@
 A hypothesis state machine builds a chain of one to three budgets (sometimes with a
 sibling leaf sharing the ancestors) twice: as kernel `Ledger`s in a `Chain`, and as
 `RedisStore` accounts on a real Redis. Every operation (reserve, settle, release,
-charge, strict charge, reset, set_limits, a second close, a retried close, an unknown
-lease) runs on both, and every verdict, crossing, denial and refusal must be equal, as
-must the full state of every budget after every step. Amounts and limits include values
+charge, strict charge, reset, set_limits, new limits on opening with update_limits, a
+second close, a retried close, an unknown lease) runs on both, and every verdict,
+crossing, denial and refusal must be equal, as must the full state of every budget after
+every step. Amounts and limits include values
 at and near ``2**63 - 1``, where Lua's doubles would be wrong without exact arithmetic.
 """
 
@@ -86,6 +87,7 @@ class Differential(RuleBasedStateMachine):
         self.store = RedisStore(REDIS_URL, prefix=self.prefix)
         self.ledgers: list[Ledger] = []
         self.accounts: list[RedisAccount] = []  # accounts[i] has ledgers[i] as its leaf
+        self.parents: list[RedisAccount | None] = []  # the parent account of accounts[i]
         self.chains: list[tuple[Chain, RedisAccount]] = []
         self.open: list[tuple[Lease, RedisHeld]] = []
         self.closed: list[tuple[Lease, RedisHeld, Any]] = []  # with the outcome it closed with
@@ -110,6 +112,7 @@ class Differential(RuleBasedStateMachine):
     def add_level(self, name: str, limits: dict[str, Limit], parent: RedisAccount | None) -> None:
         self.ledgers.append(Ledger(limits, name=name))
         self.accounts.append(self.store.open(name, limits, parent=parent))
+        self.parents.append(parent)
 
     @initialize(data=st.data(), depth=st.integers(1, 3))
     def build(self, data: st.DataObject, depth: int) -> None:
@@ -123,6 +126,7 @@ class Differential(RuleBasedStateMachine):
             accounts.insert(0, parent)
         self.ledgers = [Ledger(limits, name=NAMES[n]) for n, limits in enumerate(drawn)]
         self.accounts = accounts
+        self.parents = [*accounts[1:], None]
         self.chains.append((Chain(self.ledgers), accounts[0]))
         if depth > 1 and data.draw(st.booleans()):
             limits = data.draw(level_limits())
@@ -206,7 +210,7 @@ class Differential(RuleBasedStateMachine):
     def unknown_lease(self, data: st.DataObject, settle: bool) -> None:
         """A lease Redis never granted cannot be settled or released."""
         _, account = self.pick_chain(data)
-        ghost = RedisHeld(account, uuid.uuid4().hex, self.chains[0][1]._levels[0].outcomes[0])
+        ghost = RedisHeld(account, uuid.uuid4().hex, self.chains[0][1].levels[0].outcomes[0])
         with pytest.raises(ReservationClosed):
             self.run(self.close(ghost, settle))
 
@@ -253,6 +257,21 @@ class Differential(RuleBasedStateMachine):
         ledger = self.ledgers[number]
         limits = data.draw(level_limits(ledger.dims))
         assert ledger.set_limits(limits) == self.run(self.accounts[number].set_limits(limits))
+
+    @rule(data=st.data())
+    def update_limits_on_opening(self, data: st.DataObject) -> None:
+        """The budget opened again with new limits and update_limits=True: the store
+        applies them at the new account's first call; as with the kernel's
+        ``set_limits(report=False)``, a crossing they cause is reported by the next
+        operation (compared by the rules that follow)."""
+        number = data.draw(st.integers(0, len(self.ledgers) - 1))
+        ledger = self.ledgers[number]
+        limits = data.draw(level_limits(ledger.dims))
+        ledger.set_limits(limits, report=False)
+        name = ledger.name
+        assert name is not None
+        account = self.store.open(name, limits, parent=self.parents[number], update_limits=True)
+        assert ledger.snapshot() == self.run(account.snapshot())
 
     # -- after every step ---------------------------------------------------------------
 

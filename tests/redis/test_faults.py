@@ -1,26 +1,31 @@
 """RedisStore when Redis fails: a server killed mid-run, restarted without its scripts,
-connections dropped under running work, replies lost to timeouts, SCRIPT FLUSH mid-run.
+connections dropped under running work, replies lost to timeouts or to a broken network
+(a loopback proxy that drops them), SCRIPT FLUSH mid-run, a server paused (CLIENT PAUSE)
+or out of memory (maxmemory), and a server configured so that it could lose budgets.
 
-Each test has a redis-server of its own (on a free loopback port, nothing on disk),
-killed and restarted by pid.
+Each test has a redis-server of its own (on a free loopback port, nothing on disk unless
+it says so), killed and restarted by pid.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import anyio
 import pytest
 import redis.asyncio
+import structlog
+from structlog.testing import capture_logs
 
-from aiobudget import BackendError, Budget, BudgetExhausted
+from aiobudget import BackendError, Budget, BudgetExhausted, ReservationClosed, Status
 from aiobudget.stores.redis import RedisStore
 
+from ._proxy import ReplyDropper
 from ._servers import RedisServer
-from ._support import eventually
+from ._support import eventually, keys_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -116,8 +121,7 @@ class TestServerDies:
         self, server: RedisServer, admin: redis.asyncio.Redis
     ) -> None:
         """Restarted on the same port with nothing (no data, no scripts): operations
-        reconnect, load the scripts again and work. (The first operation may fail with
-        BackendError on its stale pooled connection; see the xfail test below.)"""
+        reconnect, load the scripts again and work."""
         async with RedisStore(server.url, prefix=_prefix()) as store:
             budget = Budget({"calls": 5}, name="b", store=store)
             async with budget.reserve(calls=1) as r:
@@ -126,8 +130,7 @@ class TestServerDies:
             server.start()
             assert [False] == await admin.script_exists(_sha("charge"))
             with anyio.fail_after(BOUND):
-                with contextlib.suppress(BackendError):
-                    await budget.charge(calls=2)  # counted or not: the data is gone anyway
+                await budget.charge(calls=2)
                 await budget.reset()
                 await budget.charge(calls=2)
                 async with budget.reserve(calls=1) as r:
@@ -136,18 +139,11 @@ class TestServerDies:
                 assert ({"calls": 3}, {"calls": 0}) == await _counters(budget)
             assert [True] == await admin.script_exists(_sha("charge"))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "BUG: after a restart the first operation runs EVALSHA on a stale pooled "
-            "connection and raises BackendError ('Connection closed by server') instead "
-            "of reconnecting and reloading the scripts transparently"
-        ),
-    )
     async def test_restarted_without_scripts_the_next_operation_reloads_them(
         self, server: RedisServer
     ) -> None:
-        """Restarted: the very next operation reloads the scripts transparently."""
+        """Restarted on the same port: the very next operation, whose pooled connection
+        is dead, is retried once on a fresh one and reloads the scripts, transparently."""
         async with RedisStore(server.url, prefix=_prefix()) as store:
             budget = Budget({"calls": 5}, name="b", store=store)
             await budget.charge(calls=1)
@@ -256,6 +252,139 @@ class TestLostConnections:
                         await _until(lambda before=before: counted >= before + 40)  # type: ignore[misc]
                     running = False
             assert ({"calls": counted}, {"calls": 0}) == await _counters(budget)
+
+
+class TestOutcomeUnknown:
+    async def test_a_settle_whose_replies_are_lost_is_retried_by_commit(
+        self, server: RedisServer, admin: redis.asyncio.Redis
+    ) -> None:
+        """Redis applies a settle, and every reply to it (and to its retries) is lost on
+        the way back: the exit raises BackendError saying the outcome is unknown (it was
+        applied); nothing else can be done to the reservation but, once the network is
+        back, ``commit()``, which retries the same settle: it answers as the first did and
+        counts once."""
+        async with (
+            ReplyDropper(server.port) as proxy,
+            RedisStore(proxy.url, prefix=_prefix(), close_timeout=2) as store,
+        ):
+            budget = Budget({"calls": 10}, name="b", store=store)
+            async with budget.reserve(calls=1) as warm:  # Redis has the settle script now
+                warm.record(calls=0)
+            reservation = await budget.try_reserve(calls=4)
+            assert reservation is not None
+            reservation.record(calls=3)
+            proxy.dropping = True
+            with pytest.raises(BackendError, match="outcome unknown"):
+                async with reservation:
+                    pass
+            assert proxy.dropped > 0
+            assert b"3" == await admin.hget(keys_of(store, budget)[0], "spent")  # applied
+            with pytest.raises(ReservationClosed):  # what is retried is what failed
+                reservation.record(calls=1)
+            with pytest.raises(ReservationClosed, match="retry that close with commit"):
+                await reservation.release()
+            proxy.dropping = False
+            assert Status.CONTINUE is (await reservation.commit()).status
+            assert ({"calls": 3}, {"calls": 0}) == await _counters(budget)
+
+
+class TestStalls:
+    @pytest.mark.slow
+    async def test_a_paused_server_holds_an_exit_for_close_timeout_at_most(
+        self, server: RedisServer, admin: redis.asyncio.Redis
+    ) -> None:
+        """The server stalls (CLIENT PAUSE for 20 s) while a reservation inside
+        ``move_on_after(0.5)`` is left: its shielded exit gives up after the store's
+        close_timeout (1 s) with an unknown outcome, not after the socket timeout times
+        the retries; the lease is left to expire."""
+        async with RedisStore(server.url, prefix=_prefix(), close_timeout=1) as store:
+            budget = Budget({"calls": 10}, name="b", store=store)
+            reservation = await budget.try_reserve(calls=1)
+            assert reservation is not None
+            await admin.execute_command("CLIENT", "PAUSE", 20_000, "ALL")
+            started = anyio.current_time()
+
+            async def leave_after_half_a_second() -> None:
+                with anyio.move_on_after(0.5):
+                    async with reservation:
+                        reservation.record(calls=1)
+                        await anyio.sleep_forever()
+
+            with pytest.raises(BackendError, match="outcome unknown"):
+                await leave_after_half_a_second()
+            elapsed = anyio.current_time() - started
+        # 0.5 s in the block, then at most close_timeout (and a scheduling margin).
+        assert elapsed < 0.5 + 1 + 1.5, f"the exit took {elapsed:.1f} s"
+
+
+class TestOutOfMemory:
+    async def test_settles_run_and_new_reservations_are_refused(
+        self, server: RedisServer, admin: redis.asyncio.Redis
+    ) -> None:
+        """Redis at its maxmemory (noeviction): settles, releases, charges and snapshots
+        still run, so recorded usage is never lost; a new reservation is refused with a
+        BackendError that says Redis is out of memory."""
+        async with RedisStore(server.url, prefix=_prefix()) as store:
+            budget = Budget({"calls": 10}, name="b", store=store)
+            first = await budget.try_reserve(calls=3)
+            second = await budget.try_reserve(calls=2)
+            assert first is not None
+            assert second is not None
+            await admin.config_set("maxmemory", 1)  # far below what the server uses
+            try:
+                with pytest.raises(redis.exceptions.OutOfMemoryError):
+                    await admin.set("probe", "x")  # the server is out of memory indeed
+                async with first:
+                    first.record(calls=2)
+                await second.release()
+                await budget.charge(calls=1)
+                with pytest.raises(BackendError, match="out of memory"):
+                    async with budget.reserve(calls=1):
+                        pytest.fail("reserved while out of memory")
+                assert ({"calls": 3}, {"calls": 0}) == await _counters(budget)
+            finally:
+                await admin.config_set("maxmemory", 0)
+            async with budget.reserve(calls=1):
+                pass
+
+
+class TestServerWarnings:
+    async def test_an_evicting_server_without_persistence_is_warned_about_once(
+        self, tmp_path: Path
+    ) -> None:
+        """A server whose maxmemory-policy may evict budget keys and that keeps nothing on
+        disk: the store's first operation logs one ``budget.redis_at_risk`` warning
+        naming both risks; later operations log nothing more."""
+        made = RedisServer("--maxmemory-policy", "allkeys-lru", cwd=tmp_path)
+        made.start()
+        try:
+            with capture_logs() as logs:
+                async with RedisStore(made.url, prefix=_prefix()) as store:
+                    budget = Budget({"calls": 10}, name="b", store=store)
+                    await budget.charge(calls=1)
+                    await budget.snapshot()
+        finally:
+            made.kill()
+            structlog.reset_defaults()
+        warned = [log for log in logs if log["event"] == "budget.redis_at_risk"]
+        assert 1 == len(warned)
+        assert ["maxmemory-policy is allkeys-lru", "persistence is off"] == [
+            risk.split(":")[0].split(" (")[0] for risk in warned[0]["risks"]
+        ]
+        assert "warning" == warned[0]["log_level"]
+
+    async def test_a_safe_server_is_not_warned_about(self, tmp_path: Path) -> None:
+        """noeviction and an append-only file: nothing is logged at connect."""
+        made = RedisServer("--appendonly", "yes", cwd=tmp_path)
+        made.start()
+        try:
+            with capture_logs() as logs:
+                async with RedisStore(made.url, prefix=_prefix()) as store:
+                    await Budget({"calls": 10}, name="b", store=store).charge(calls=1)
+        finally:
+            made.kill()
+            structlog.reset_defaults()
+        assert [] == [log for log in logs if log["event"] == "budget.redis_at_risk"]
 
 
 class TestDenialsStayDenials:

@@ -29,7 +29,8 @@ from aiobudget import (
     Period,
 )
 from aiobudget.kernel import from_micros
-from aiobudget.stores._redis_account import RedisAccount, _head
+from aiobudget.stores._redis_account import RedisAccount
+from aiobudget.stores._redis_layout import head as script_head
 from aiobudget.stores._redis_scripts import run, scripts
 from aiobudget.stores.redis import RedisStore
 
@@ -243,15 +244,18 @@ class TestClientClocks:
         await budget.charge(calls=1)
         account = budget._account
         assert isinstance(account, RedisAccount)
-        head = _head(account._tree, account._levels)  # KEYS and the header, as a call has them
-        stale = account._levels[0].hint(round((time.time() - 3600) * 1_000_000))
-        reply = await run(store._client(), scripts()["charge"], 5, head, ["0", "5", stale])
+        head = script_head(account.tree, account.levels)  # KEYS and the header, as a call has
+        stale = account.levels[0].hint(round((time.time() - 3600) * 1_000_000))
+        charge = [uuid.uuid4().hex, "30000", "0", "5"]  # id, remembered ms, strict, calls
+        reply = await run(
+            store._client(), scripts()["charge"], 5, head, [*charge, stale], what=name
+        )
         assert b"CLOCK" == reply[0]
         assert abs(int(reply[1]) / 1e6 - time.time()) < 5
         assert {"calls": 1} == dict((await budget.snapshot()).spent)
         bad = "every;1000000;0|5,4"  # boundaries out of order
         with pytest.raises(BackendError):
-            await run(store._client(), scripts()["charge"], 5, head, ["0", "5", bad])
+            await run(store._client(), scripts()["charge"], 5, head, [*charge, bad], what=name)
         assert {"calls": 1} == dict((await budget.snapshot()).spent)
 
 

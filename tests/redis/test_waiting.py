@@ -29,8 +29,8 @@ async def other(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisStore]:
 async def waiting(budget: Budget) -> int:
     """How many tickets wait at *budget* and its ancestors."""
     account = redis_account(budget)
-    client = account._store._client()
-    return sum([await client.zcard(level.keys[3]) for level in account._levels])
+    client = account.link.client()
+    return sum([await client.zcard(level.keys[3]) for level in account.levels])
 
 
 async def queued(budget: Budget, count: int) -> bool:
@@ -143,7 +143,7 @@ class TestOrder:
         to live it holds nobody back."""
         budget = Budget({"calls": 2}, name="b", store=store)
         held = await budget.try_reserve(calls=2)
-        store._ticket_ms = "200"
+        store._link.ticket_ms = "200"
         account = redis_account(budget)
         # A waiter's first attempt, then nothing: its process "died".
         denial = await account._attempt("d" * 32, ["2"], False, "e" * 32, keep=True)
@@ -183,3 +183,35 @@ class TestOrder:
             async with elsewhere.reserve(calls=1):
                 pass
             await held.release()
+
+
+class TestUnrelatedTenants:
+    async def test_a_waiter_holds_back_only_what_asks_for_its_dimensions(
+        self, store: RedisStore, other: RedisStore
+    ) -> None:
+        """Org {calls: 10} with children A, B, C: A holds 8 calls, B waits for 5. C's
+        reservation of 5 tokens asks nothing of the org's calls, so B does not hold it
+        back; D's reservation of 1 call would fit but waits its turn behind B."""
+        org = Budget({"calls": 10}, name="org", store=store)
+        a = org.child({"calls": 10}, name="a")
+        b = Budget({"calls": 10}, name="org", store=other).child({"calls": 10}, name="b")
+        c = org.child({"tokens": 100}, name="c")
+        d = org.child({"calls": 10}, name="d")
+        held = await a.try_reserve(calls=8)
+        assert held is not None
+        async with anyio.create_task_group() as group:
+
+            async def wait() -> None:
+                async with b.reserve(calls=5, timeout=math.inf) as r:
+                    r.record(calls=5)
+
+            group.start_soon(wait)
+            await eventually(lambda: queued(org, 1))
+            async with c.reserve(tokens=5) as r:
+                r.record(tokens=5)
+            with pytest.raises(BudgetExhausted, match="earlier waiting"):
+                async with d.reserve(calls=1):
+                    pass
+            await held.release()
+        assert {"calls": 5} == dict((await org.snapshot()).spent)
+        assert {"tokens": 5, "calls": 0} == dict((await c.snapshot()).spent)

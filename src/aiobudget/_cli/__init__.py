@@ -7,6 +7,7 @@
     aiobudget reset NAME [--yes]          a new period: spent goes to 0
     aiobudget set-limit NAME DIM VALUE [--yes]
     aiobudget metrics [--port N]          Prometheus metrics of budgets in Redis
+    aiobudget repair NAME [--limit DIM=VALUE ...] [--yes]
 
 The demo never calls a model: agents are simulated (random latency with `anyio.sleep`,
 random usage), so it runs offline and in seconds. Built on `argparse` alone: a library
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from .._errors import BudgetError
 from .._version import __version__
-from ._admin import cmd_reset, cmd_set_limit, cmd_show
+from ._admin import cmd_repair, cmd_reset, cmd_set_limit, cmd_show
 from ._common import (
     EPILOG,
     EXIT_FAILURE,
@@ -284,6 +285,29 @@ def _parser() -> argparse.ArgumentParser:
     set_limit.add_argument("--headroom", help="new headroom (default: keep)")
     set_limit.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     set_limit.set_defaults(run=cmd_set_limit)
+
+    repair = commands.add_parser(
+        "repair",
+        parents=[redis],
+        help="make a damaged budget usable again (asks first)",
+        description="A budget whose keys were deleted, evicted or edited outside aiobudget "
+        "refuses every operation until repaired. Keeps what is readable (limits, spent), "
+        "recounts reserved from the reservations still held, and creates a lost record "
+        "again (with spent 0) from --limit. Says what it would change, then asks for "
+        "confirmation on a terminal unless --yes.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    repair.add_argument("name", metavar="NAME")
+    repair.add_argument(
+        "--limit",
+        action="append",
+        metavar="DIM=VALUE",
+        help="the limit of a dimension, needed only when the budget's record is lost "
+        "(repeat for each dimension, in order)",
+    )
+    repair.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    repair.set_defaults(run=cmd_repair)
     add_metrics_command(commands)
     return parser
 

@@ -1,4 +1,5 @@
-"""``show``, ``reset`` and ``set-limit``: inspect and manage a budget kept in Redis."""
+"""``show``, ``reset``, ``set-limit`` and ``repair``: inspect and manage a budget kept in
+Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .._errors import InvalidLimits
 from .._period import Period, rfc3339
 from ..kernel import Limit, Snapshot, Status
 from ._common import (
@@ -221,3 +223,52 @@ async def _set_limit(args: argparse.Namespace) -> Snapshot:
         current = (await budget.snapshot()).limits
         await budget.set_limits(_new_limits(args, current))
         return await budget.snapshot()
+
+
+def _given_limits(args: argparse.Namespace) -> dict[str, Limit] | None:
+    """The limits of ``--limit DIM=VALUE`` (in the order given), or None."""
+    if not args.limit:
+        return None
+    limits: dict[str, Limit] = {}
+    for given in args.limit:
+        dim, sep, value = given.partition("=")
+        if not sep or not dim.strip():
+            raise BadUsage(f"--limit {given!r} is not DIM=VALUE")
+        limits[dim.strip()] = Limit(amount(value, "--limit", dim.strip()))
+    return limits
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    limits = _given_limits(args)  # bad values are usage errors, found before I/O
+    _require_confirmation(args)
+    # Read (a dry run says what would change), ask, then act.
+    planned = anyio.run(_repair, args, limits, True)
+    if not planned:
+        anyio.run(_show, args)  # a budget that does not exist is a failure
+        if args.json:
+            print_json({"action": "repair", "changes": []})
+        else:
+            print(f"budget {args.name!r}: nothing to repair")
+        return EXIT_OK
+    listed = "".join(f"\n  - {change}" for change in planned)
+    _confirm(args, f"repair budget {args.name!r}:{listed}\nGo ahead?")
+    done = anyio.run(_repair, args, limits, False)
+    after, period = anyio.run(_show, args)
+    if args.json:
+        after_json = _snapshot_json(args.name, after, period)
+        print_json({"action": "repair", "changes": done, "after": after_json})
+    else:
+        print(f"budget {args.name!r} repaired:" + "".join(f"\n  - {change}" for change in done))
+        print(_snapshot_text(args.name, after, where(args), period))
+    return EXIT_OK
+
+
+async def _repair(
+    args: argparse.Namespace, limits: dict[str, Limit] | None, dry_run: bool
+) -> list[str]:
+    async with open_redis(args.redis, args.prefix) as store:
+        try:
+            return await store.repair(args.name, limits, dry_run=dry_run)
+        except InvalidLimits as exc:
+            hint = "" if limits is not None else " (with --limit DIM=VALUE for each dimension)"
+            raise Failure(f"{exc}{hint}") from None

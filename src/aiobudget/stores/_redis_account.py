@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
@@ -14,14 +13,28 @@ from .. import _log
 from .._errors import (
     BackendError,
     BudgetError,
-    BudgetExceeded,
     InvalidLimits,
     LimitsMismatch,
     ReservationClosed,
 )
 from .._period import announce_closed
-from ..kernel import Denial, Ledger, Limit, Outcome, Snapshot, Window, from_micros
-from ._redis_keys import Level, outcome, parse_spec, period_of, spec_of
+from ..kernel import Denial, Ledger, Limit, Outcome, Snapshot
+from ._redis_layout import (
+    Level,
+    closed,
+    damaged,
+    denial,
+    exceeded,
+    head,
+    maintenance_head,
+    outcome,
+    snapshot,
+    spec_of,
+    stored_limits,
+    stored_period,
+    trailer,
+    windows_closed,
+)
 from ._redis_scripts import retriable, run, scripts, text
 from ._redis_wait import recheck_delay
 
@@ -29,28 +42,45 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..protocols import Held
-    from .redis import RedisStore
+    from ._redis_link import Link
 
-__all__ = ["RedisAccount", "RedisHeld"]
+__all__ = ["MAX_TTL", "RedisAccount", "RedisHeld", "check_ttl"]
 
-REMEMBER_MS: Final = 30_000
-"""How long a closed lease's outcome is kept for a retried settle or release."""
+MAX_TTL: Final = 365 * 86400.0
+"""The longest lease (or lease extension) in seconds: a year."""
 _CLOSE_DELAYS: Final = (0.1, 0.3, 0.6)  # pauses between the tries of a settle or release
-_CLEANUP_TIMEOUT: Final = 2.0  # seconds for the shielded clean-up of a lost reservation
-_SETTLE_RETRY: Final = _log.BACKEND_RETRY
+
+
+def check_ttl(seconds: object, what: str) -> float:
+    """*seconds* if it is a number of seconds in ``(0, MAX_TTL]``; TypeError or ValueError
+    otherwise, before anything is sent to Redis."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {seconds!r}")
+    if not 0 < seconds <= MAX_TTL:
+        raise ValueError(
+            f"{what} must be a positive number of seconds, at most {MAX_TTL:g} (a year), "
+            f"not {seconds!r}"
+        )
+    return float(seconds)
 
 
 @final
 class RedisHeld:
-    """A lease in Redis: its id (chosen here), and the outcome of taking it."""
+    """A lease in Redis: its id (chosen here), and the outcome of taking it.
 
-    __slots__ = ("account", "closed", "lease", "outcome")
+    ``closed`` once a settle or release of it was answered; ``closing`` while one is on
+    its way. A close that failed with `BackendError` leaves it neither, so that the same
+    close can be retried (it is idempotent: the lease id makes it count once).
+    """
+
+    __slots__ = ("account", "closed", "closing", "lease", "outcome")
 
     def __init__(self, account: RedisAccount, lease: str, outcome: Outcome) -> None:
         self.account = account
         self.lease = lease
         self.outcome = outcome
         self.closed = False
+        self.closing = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "held"
@@ -59,33 +89,41 @@ class RedisHeld:
 
 @final
 class RedisAccount:
-    """One budget of a `RedisStore`: implements `aiobudget.protocols.Account`."""
+    """One budget of a `RedisStore`: implements `aiobudget.protocols.Account`.
 
-    __slots__ = ("_head", "_indexes", "_ledger", "_levels", "_store", "_tree")
+    *link* is what it needs of its store; *levels* its chain, leaf first; *tree* its
+    tree's tickets key and wake-up channel.
+    """
 
-    def __init__(self, store: RedisStore, levels: tuple[Level, ...], tree: tuple[str, str]) -> None:
-        self._store = store
-        self._levels = levels
-        self._tree = tree  # the tree's tickets key and wake-up channel
+    __slots__ = ("_head", "_indexes", "_ledger", "_remember", "levels", "link", "tree")
+
+    def __init__(self, link: Link, levels: tuple[Level, ...], tree: tuple[str, str]) -> None:
+        self.link = link
+        self.levels = levels
+        self.tree = tree
         leaf = levels[0]
         self._ledger = Ledger(leaf.limits, name=leaf.name)  # validation and vectors
         where = {dim: i for i, dim in enumerate(leaf.dims)}
         self._indexes = tuple(tuple(where.get(dim, -1) for dim in lv.dims) for lv in levels[1:])
+        # How long a closed lease's outcome is kept for a retry: 30 s, but no longer than
+        # an unnamed budget's keys are kept when idle.
+        remember = link.remember_ms
+        self._remember = str(min(remember, link.lease_ms) if leaf.private else remember)
         # KEYS and the ARGV header, encoded once every level is bound (checks only dims).
         self._head: tuple[bytes, ...] | None = None
 
     def __repr__(self) -> str:
-        return f"<RedisAccount {self.name!r} levels={len(self._levels)}>"
+        return f"<RedisAccount {self.name!r} levels={len(self.levels)}>"
 
     @property
     def name(self) -> str | None:
         """The budget's name."""
-        return self._levels[0].name
+        return self.levels[0].name
 
     @property
     def dims(self) -> tuple[str, ...]:
         """The budget's dimensions."""
-        return self._levels[0].dims
+        return self.levels[0].dims
 
     def vector(self, amounts: Mapping[str, object]) -> tuple[int, ...]:
         """Amounts by name, validated, as a tuple in `dims` order."""
@@ -103,51 +141,65 @@ class RedisAccount:
 
     async def _call(self, name: str, args: list[str], *, leaf_only: bool = False) -> list[Any]:
         """Run script *name* over the chain (or the leaf alone); the reply's tag is OK,
-        DENIED, CLOSED or EXCEEDED. Refusals of the limits check raise here."""
-        levels = self._levels[:1] if leaf_only else self._levels
-        store = self._store
-        if store._orphans:
-            await store._drain_orphans()
-        client = store._client()
+        DENIED, CLOSED or EXCEEDED. Refusals of the limits check, damaged keys and
+        vanished budgets raise here; a changed period or a server clock we misjudged is
+        followed (see ``lua/_periods.lua``), and the windows the call closed are logged."""
+        levels = self.levels[:1] if leaf_only else self.levels
+        link = self.link
+        if link.orphans:
+            await link.drain_orphans()
+        client = await link.ready()
         script = scripts()[name]
+        what = levels[0].describe()
         for _ in range(4):
-            head = None if leaf_only else self._head
-            if head is None:
-                head = _head(self._tree, levels)
-            now = store._server_now()
+            head_ = None if leaf_only else self._head
+            if head_ is None:
+                head_ = head(self.tree, levels)
+            now = link.server_now()
             periods = [level.hint(now) for level in levels]  # see lua/_periods.lua
-            reply = await run(client, script, 1 + 4 * len(levels), head, [*args, *periods])
+            keys = 1 + 4 * len(levels)
+            reply = await run(client, script, keys, head_, [*args, *periods], what=what)
             tag = text(reply[0])
-            if tag == "NOBUDGET":  # deleted behind our back: create it again
-                levels[int(reply[1]) - 1].unbind()
+            if tag == "NOBUDGET":  # its keys vanished behind our back, holding no lease
+                level = levels[int(reply[1]) - 1]
+                if level.private:
+                    raise BackendError(
+                        f"{level.describe()} is gone from Redis: an unnamed budget's keys "
+                        f"expire once it is idle for {link.lease_ttl:g} s (lease_ttl), and "
+                        "its counters went with them. Give it a name to keep it longer"
+                    )
+                level.unbind()  # a named budget is created again, from zero
                 self._head = None
                 continue
             if tag == "LIMITS":
                 raise self._mismatch(levels[int(reply[1]) - 1], text(reply[2]))
+            if tag == "DAMAGED":
+                raise damaged(levels, reply)
             if tag == "PERIOD":  # another process changed the period: follow it
-                levels[int(reply[1]) - 1].adopt_period(period_of(text(reply[2])))
+                level = levels[int(reply[1]) - 1]
+                level.adopt_period(stored_period(text(reply[2]), level.name))
                 continue
             if tag == "CLOCK":  # our estimate of the server's time was off by a window
-                store._saw_server_time(int(reply[1]))
+                link.saw_server_time(int(reply[1]))
                 continue
             if self._head is None:
                 for level in levels:
                     level.bind()
-                if all(level.check == "d" for level in self._levels):
-                    self._head = _head(self._tree, self._levels)
-            trailer = _trailer(reply)
-            if trailer is not None:
-                store._saw_server_time(int(trailer[1]))
-                for closed in trailer[2 + len(levels) :]:
-                    announce_closed(_window(levels, text(closed)))
+                if all(level.check == "d" for level in self.levels):
+                    self._head = head(self.tree, self.levels)
+            found = trailer(reply)
+            if found is not None:
+                link.saw_server_time(int(found[1]))
+                for window in windows_closed(levels, reply):
+                    announce_closed(window)
             return reply
         raise BackendError(
-            f"budget {self.name!r} keeps changing under this call in Redis (it vanished, or "
-            "its period changed, or the server's clock jumped, several times in a row)"
+            f"{what} keeps changing under this call in Redis (it vanished, or its period "
+            "changed, or the server's clock jumped, several times in a row)"
         )
 
     def _mismatch(self, level: Level, stored_spec: str) -> BudgetError:
-        stored = parse_spec(stored_spec)
+        stored = stored_limits(stored_spec, level.name)
         if level.check == "u":
             return InvalidLimits(
                 f"budget {level.name!r} has dimensions {tuple(stored)}; "
@@ -156,27 +208,56 @@ class RedisAccount:
         if list(stored.items()) == list(level.limits.items()):
             return LimitsMismatch(
                 budget=str(level.name),
-                stored=period_of(stored_spec),
+                stored=stored_period(stored_spec, level.name),
                 given=level.period,
                 what="period",
             )
         return LimitsMismatch(budget=str(level.name), stored=stored, given=dict(level.limits))
 
-    async def _closing(self, name: str, args: list[str]) -> list[Any]:
-        """`_call` for settle and release: retried a few times (about 1 s) when Redis is
-        unreachable; the lease id makes retries idempotent. Past that, the lease expires."""
-        for delay in (*_CLOSE_DELAYS, None):
-            try:
-                return await self._call(name, args)
-            except BackendError as exc:  # noqa: PERF203 - retrying is the point
-                if delay is None or not retriable(exc):
-                    raise
-                _log.logger.warning(_SETTLE_RETRY, budget=self.name, op=name, error=repr(exc))
-                await anyio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _closing(self, held: RedisHeld, name: str, args: list[str]) -> Outcome:
+        """Settle or release *held*: retried a few times when Redis is unreachable (the
+        lease id makes retries idempotent), within the store's ``close_timeout`` in all.
+        Past that, the outcome is unknown: `BackendError`, and the same close may be
+        retried later."""
+        if held.closing:
+            raise ReservationClosed("this reservation is being settled or released already")
+        held.closing = True
+        error: BackendError | None = None
+        try:
+            with anyio.move_on_after(self.link.close_timeout):
+                for delay in (*_CLOSE_DELAYS, None):
+                    try:
+                        reply = await self._call(name, args)
+                    except BackendError as exc:  # noqa: PERF203 - retrying is the point
+                        if not retriable(exc):
+                            raise
+                        error = exc
+                        if delay is None:
+                            break
+                        _log.logger.warning(
+                            _log.BACKEND_RETRY, budget=self.name, op=name, error=repr(exc)
+                        )
+                        await anyio.sleep(delay)
+                    else:
+                        if text(reply[0]) == "CLOSED":
+                            held.closed = True
+                            raise closed(reply, self.link.lease_ttl)
+                        held.closed = True
+                        return outcome(self.levels, reply)
+        finally:
+            held.closing = False
+        cause = "" if error is None else f" ({error})"
+        raise BackendError(
+            f"outcome unknown: Redis did not confirm the {name} of a reservation of "
+            f"{self.levels[0].describe()} within {self.link.close_timeout:g} s "
+            f"(close_timeout){cause}. It may or may not have been applied. It is "
+            "idempotent: 'await reservation.commit()' retries it and applies it at most "
+            "once; if it never is, the reservation comes back when its lease expires and "
+            "the usage recorded on it is not charged"
+        ) from error
 
     def _held(self, held: Held) -> RedisHeld:
-        if not isinstance(held, RedisHeld) or held.account._store is not self._store:
+        if not isinstance(held, RedisHeld) or held.account.link is not self.link:
             raise TypeError(f"not a reservation of this RedisStore: {held!r}")
         if held.closed:
             raise ReservationClosed("this reservation was already settled or released")
@@ -194,7 +275,8 @@ class RedisAccount:
     ) -> RedisHeld | Denial:
         """Reserve, waiting up to *timeout* seconds (first come, first served). The lease
         lives *ttl* seconds (the store's ``lease_ttl`` by default) unless extended."""
-        lease_ms = self._store._lease_ms if ttl is None else str(max(1, round(ttl * 1000)))
+        ms = self.link.lease_ms if ttl is None else round(check_ttl(ttl, "ttl") * 1000)
+        lease_ms = str(max(1, ms))
         lease = os.urandom(16).hex()
         per_level = self._per_level(amounts)
         waits = timeout is not None and timeout > 0
@@ -224,36 +306,22 @@ class RedisAccount:
         keep: bool,
         lease_ms: str | None = None,
     ) -> RedisHeld | Denial:
-        store = self._store
+        link = self.link
         reply = await self._call(
             "reserve",
             [
                 lease,
-                store._lease_ms if lease_ms is None else lease_ms,
+                str(link.lease_ms) if lease_ms is None else lease_ms,
                 "1" if use_headroom else "0",
                 ticket,
                 "k" if keep else "x",
-                store._ticket_ms,
+                link.ticket_ms,
                 *per_level,
             ],
         )
         if text(reply[0]) == "OK":
-            return RedisHeld(self, lease, outcome(self._levels, reply))
-        level = int(reply[1]) - 1
-        dim = int(reply[2]) - 1
-        ledger = self._levels[level]
-        requested = int(per_level[level].split(",")[dim])
-        window = _window_of(reply, level)
-        return Denial(
-            ledger.name,
-            level,
-            ledger.dims[dim],
-            requested,
-            int(reply[3]),
-            impossible=bool(int(reply[4])),
-            queued=bool(int(reply[5])),
-            resets_at=None if window is None else from_micros(window[1]),
-        )
+            return RedisHeld(self, lease, outcome(self.levels, reply))
+        return denial(self.levels, per_level, reply)
 
     async def _wait(
         self,
@@ -267,7 +335,7 @@ class RedisAccount:
     ) -> RedisHeld | Denial:
         """Wait in line (the ticket is queued already) until granted, hopeless or late."""
         deadline = anyio.current_time() + timeout if math.isfinite(timeout) else math.inf
-        listener = self._store._listener(self._tree[1])
+        listener = self.link.listener(self.tree[1])
         event = listener.watch(ticket)
         try:
             await listener.ready(min(1.0, timeout))
@@ -293,47 +361,32 @@ class RedisAccount:
         finally:
             listener.unwatch(ticket)
             if not len(listener):
-                self._store._forget_listener(self._tree[1], listener)
+                self.link.forget_listener(self.tree[1], listener)
 
     async def _cleanup(self, lease: str, ticket: str) -> None:
-        """Release *lease* if Redis holds it and drop *ticket*, shielded; on failure, the
-        lease and the ticket expire by themselves."""
-        with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+        """Release *lease* if Redis holds it and drop *ticket*, shielded and bounded; on
+        failure, the lease and the ticket expire by themselves."""
+        with anyio.move_on_after(self.link.close_timeout, shield=True):
             with contextlib.suppress(BudgetError):
-                await self._call("release", [lease, str(REMEMBER_MS), "1", ticket])
+                await self._call("release", [lease, self._remember, "1", ticket])
 
     async def settle(self, held: Held, actual: tuple[int, ...]) -> Outcome:
         """Release *held* and add *actual* to ``spent``, at every level."""
         lease = self._held(held)
-        lease.closed = True
         account = lease.account  # the chain it was taken on
-        reply = await account._closing(
-            "settle", [lease.lease, str(REMEMBER_MS), *account._per_level(actual)]
-        )
-        return account._closed(reply)
+        args = [lease.lease, account._remember, *account._per_level(actual)]
+        return await account._closing(lease, "settle", args)
 
     async def release(self, held: Held) -> Outcome:
         """Give *held* back untouched."""
         lease = self._held(held)
-        lease.closed = True
         account = lease.account
-        reply = await account._closing("release", [lease.lease, str(REMEMBER_MS), "0", ""])
-        return account._closed(reply)
-
-    def _closed(self, reply: list[Any]) -> Outcome:
-        if text(reply[0]) == "CLOSED":
-            raise ReservationClosed(
-                f"this reservation's lease is {text(reply[1])} (leases live their ttl, "
-                f"{self._store._lease_ttl:g} s by default, unless extended); nothing was changed"
-            )
-        return outcome(self._levels, reply)
+        return await account._closing(lease, "release", [lease.lease, account._remember, "0", ""])
 
     async def extend(self, held: Held, ttl: float | None) -> None:
         """Keep *held* alive for *ttl* seconds from now (the store's lease time by default)."""
+        seconds = self.link.lease_ttl if ttl is None else check_ttl(ttl, "ttl")
         lease = self._held(held)
-        seconds = self._store._lease_ttl if ttl is None else ttl
-        if not (isinstance(seconds, int | float) and 0 < seconds < math.inf):
-            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         ms = str(max(1, round(seconds * 1000)))
         reply = await lease.account._call("extend", [lease.lease, ms])
         if text(reply[0]) == "CLOSED":
@@ -345,35 +398,48 @@ class RedisAccount:
         operation (no I/O here); if there is none, its lease expires."""
         if isinstance(held, RedisHeld) and not held.closed:
             held.closed = True
-            self._store._orphans.append(held)
+            self.link.orphans.append(held)
 
-    async def _give_back(self, held: RedisHeld) -> None:
-        await self._call("release", [held.lease, str(REMEMBER_MS), "1", ""])
+    async def give_back(self, held: RedisHeld) -> None:
+        """Release an abandoned lease, quietly (it may have expired already)."""
+        await self._call("release", [held.lease, self._remember, "1", ""])
 
     # -- direct operations -------------------------------------------------------------
 
     async def charge(self, amounts: tuple[int, ...], *, strict: bool) -> Outcome:
-        """Add *amounts* to ``spent`` at every level (see `aiobudget.kernel.Chain.charge`)."""
-        reply = await self._call("charge", ["1" if strict else "0", *self._per_level(amounts)])
+        """Add *amounts* to ``spent`` at every level (see `aiobudget.kernel.Chain.charge`).
+        The charge carries an id, so a retry after a lost reply never charges twice."""
+        args = [os.urandom(16).hex(), self._remember, "1" if strict else "0"]
+        reply = await self._call("charge", [*args, *self._per_level(amounts)])
         if text(reply[0]) == "EXCEEDED":
-            level = self._levels[int(reply[1]) - 1]
-            raise BudgetExceeded(
-                dim=level.dims[int(reply[2]) - 1],
-                limit=int(reply[3]),
-                attempted=int(reply[4]),
-                budget=level.name,
-            )
-        return outcome(self._levels, reply)
+            raise exceeded(self.levels, reply)
+        return outcome(self.levels, reply)
 
     async def snapshot(self) -> Snapshot:
         """The budget's own limits and counters, as stored in Redis."""
         reply = await self._call("snapshot", [], leaf_only=True)
-        return snapshot_of(self._levels[0], reply)
+        return snapshot(self.levels[0], reply)
 
     async def reset(self) -> Outcome:
         """A new period: ``spent`` goes to 0 (this budget only)."""
         reply = await self._call("reset", [], leaf_only=True)
-        return outcome(self._levels[:1], reply)
+        return outcome(self.levels[:1], reply)
+
+    async def repair(self) -> Outcome:
+        """A forced reset: ``spent`` goes to 0 and this budget's record in Redis is made
+        whole again (reserved recounted from the leases held; a lost record created again
+        with this budget's limits). See `RedisStore.repair`."""
+        leaf = self.levels[0]
+        args = [leaf.spec, "1", str(self.link.lease_ms), "0"]
+        client = await self.link.ready()
+        head_ = maintenance_head(leaf.base)
+        reply = await run(client, scripts()["repair"], 5, head_, args, what=leaf.describe())
+        tag = text(reply[0])
+        if tag == "NOBUDGET":  # nothing stored yet: a plain reset creates it
+            return await self.reset()
+        if tag == "LIMITS":
+            raise self._mismatch(leaf, text(reply[2]))
+        return outcome(self.levels[:1], [reply[0], reply[1], 0])
 
     async def set_limits(self, limits: Mapping[str, Limit]) -> Outcome:
         """New limits for the same dimensions, stored for every process."""
@@ -383,66 +449,5 @@ class RedisAccount:
                 f"new limits must name the same dimensions in the same order: {self.dims}"
             )
         reply = await self._call("set_limits", [spec_of(new)], leaf_only=True)
-        self._levels[0].set_limits(new)
-        return outcome(self._levels[:1], reply)
-
-
-def _head(tree: tuple[str, str], levels: tuple[Level, ...]) -> tuple[bytes, ...]:
-    """KEYS (the tree's tickets, then four per level) and the ARGV header (see
-    ``lua/_common.lua``), encoded."""
-    keys = [tree[0], *(key for level in levels for key in level.keys)]
-    header = [str(len(levels)), tree[1], *(part for level in levels for part in level.header())]
-    return tuple(part.encode() for part in (*keys, *header))
-
-
-def snapshot_of(level: Level, reply: list[Any]) -> Snapshot:
-    """A `Snapshot` from the snapshot script's reply ``[OK, spec, spent, reserved, code,
-    held, waiting]`` (and the periods' trailer, for a budget with a period)."""
-    limits = parse_spec(text(reply[1]))
-    dims = level.dims
-    spent = tuple(map(int, text(reply[2]).split(",")))
-    reserved = tuple(map(int, text(reply[3]).split(",")))
-    remaining = (max(0, limits[d].limit - s - r) for d, s, r in zip(dims, spent, reserved))
-    window = _window_of(reply, 0)
-    return Snapshot(
-        limits=MappingProxyType(limits),
-        spent=MappingProxyType(dict(zip(dims, spent))),
-        reserved=MappingProxyType(dict(zip(dims, reserved))),
-        remaining=MappingProxyType(dict(zip(dims, remaining))),
-        verdict=level.verdicts[int(reply[4])],
-        held=int(reply[5]),
-        waiting=int(reply[6]),
-        period_start=None if window is None else from_micros(window[0]),
-        resets_at=None if window is None else from_micros(window[1]),
-    )
-
-
-# -- periods (lua/_periods.lua) -----------------------------------------------------------
-
-
-def _trailer(reply: list[Any]) -> list[Any] | None:
-    """The periods' trailer ``['W', server time, window per level..., closed...]`` that
-    ends the reply of a call on a chain with a period, or None."""
-    last = reply[-1]
-    return last if isinstance(last, list) and last and text(last[0]) == "W" else None
-
-
-def _window_of(reply: list[Any], level: int) -> tuple[int, int] | None:
-    """Level *level*'s current window ``(start, end)`` by the reply's trailer, or None."""
-    trailer = _trailer(reply)
-    if trailer is None:
-        return None
-    window = text(trailer[2 + level])
-    if not window:
-        return None
-    start, end = window.split(",")
-    return int(start), int(end)
-
-
-def _window(levels: tuple[Level, ...], closed: str) -> Window:
-    """A closed window from the trailer's ``level,start,end,spent...``."""
-    level, start, end, *spent = closed.split(",")
-    owner = levels[int(level) - 1]
-    return Window(
-        owner.name, int(start), int(end), MappingProxyType(dict(zip(owner.dims, map(int, spent))))
-    )
+        self.levels[0].set_limits(new)
+        return outcome(self.levels[:1], reply)

@@ -15,7 +15,7 @@ from .._errors import (
     UnknownDimension,
 )
 from .._units import Usage, usd
-from ..kernel import MAX_AMOUNT, Denial, Limit
+from ..kernel import MAX_AMOUNT, Denial, Limit, Verdict
 from ..protocols import LocalAccount
 from ._harness import (
     CONTINUE,
@@ -482,6 +482,32 @@ async def other_limits_need_update_limits(make_store: StoreFactory) -> None:
     equal("limits seen by the first", want, dict(snap.limits))
     more = await held_reservation(first, "a reservation the new limit admits", tokens=150)
     await more.release()
+
+
+@register
+async def limits_updated_on_opening_are_announced(make_store: StoreFactory) -> None:
+    """Limits replaced by opening with update_limits=True are announced like any change:
+    the next operation that finds the budget past a new warn level reports it, once.
+    """
+    seen: list[tuple[str | None, Verdict]] = []
+
+    def on_warn(name: str | None, verdict: Verdict) -> None:
+        seen.append((name, verdict))
+
+    store = await new_store(make_store)
+    name = unique_name("announced")
+    await Budget({"tokens": 100}, name=name, store=store).charge(tokens=50)
+    updated = Budget(
+        {"tokens": Limit(100, warn=40)},
+        name=name,
+        store=store,
+        update_limits=True,
+        on_warn=on_warn,
+    )
+    equal("the verdict after the update", warn_at("tokens"), await updated.charge(tokens=1))
+    equal("crossings reported after update_limits=True", [(name, warn_at("tokens"))], seen)
+    await updated.charge(tokens=1)
+    equal("crossings reported by a later charge", [(name, warn_at("tokens"))], seen)
 
 
 # -- hierarchy ------------------------------------------------------------------------------
