@@ -27,6 +27,7 @@ from aiobudget import (
     Limit,
     LimitsMismatch,
     Period,
+    ReservationClosed,
 )
 from aiobudget.kernel import from_micros
 from aiobudget.stores._redis_account import RedisAccount
@@ -202,6 +203,110 @@ class TestStoredWithTheLimits:
         """A period that is not a Period is refused when the budget is built."""
         with pytest.raises(InvalidLimits, match="period"):
             store.open("x", {"calls": Limit(1)}, period="daily")  # type: ignore[arg-type]
+
+
+async def until_boundary(budget: Budget, *, after: float = 0.0) -> None:
+    """Sleep, touching nothing, until just past the budget's next boundary (by the
+    server's clock) and at least *after* seconds."""
+    snap = await budget.snapshot()
+    assert snap.resets_at is not None
+    store = budget.store
+    assert isinstance(store, RedisStore)
+    left = (snap.resets_at - await server_time(store)).total_seconds()
+    await anyio.sleep(max(0.0, left, after) + 0.02)
+
+
+def state_keys(store: RedisStore, name: str) -> list[str]:
+    base = f"{store.prefix}:{{{name}}}"
+    return [f"{base}:{suffix}" for suffix in ("s", "l", "e", "w", "t")]
+
+
+async def dump(store: RedisStore, name: str) -> dict[str, object]:
+    """The budget's keys, whole."""
+    client = store._client()
+    state, leases, expiries, waiters, tickets = state_keys(store, name)
+    return {
+        "state": await client.hgetall(state),
+        "leases": await client.hgetall(leases),
+        "expiries": await client.zrange(expiries, 0, -1, withscores=True),
+        "waiters": await client.zrange(waiters, 0, -1, withscores=True),
+        "tickets": await client.hgetall(tickets),
+    }
+
+
+class TestRollWritesWithTheOperation:
+    """The roll changes the budget in memory, like the rest of a script, and done()
+    writes it: a script refused after the roll leaves nothing half done."""
+
+    async def test_a_refusal_after_the_roll_writes_nothing(self, store: RedisStore) -> None:
+        """A settle past a boundary that finds its lease damaged raises BackendError and
+        leaves every key as it was: the window is not closed, spent is not reset."""
+        name = f"half-{uuid.uuid4().hex[:6]}"
+        budget = Budget({"calls": 10}, name=name, store=store, period=Period.every(0.5))
+        await wait_for_window(budget)
+        await budget.charge(calls=3)
+        reservation = await budget.acquire(calls=2)
+        await until_boundary(budget)
+        leases = state_keys(store, name)[1]
+        held = await store._client().hgetall(leases)  # the charge's record and the lease
+        [lease] = [key for key, value in held.items() if not value.startswith(b"=")]
+        await store._client().hset(leases, lease, "9")  # more than is reserved
+        before = await dump(store, name)
+        with structlog.testing.capture_logs() as logs, pytest.raises(BackendError) as caught:
+            await reservation.commit()
+        assert "is damaged in Redis" in str(caught.value)
+        assert before == await dump(store, name)
+        assert [] == closed_events(logs, name)
+        await store._client().hset(leases, lease, held[lease])
+        await reservation.commit()  # the same settle, tried again: now it goes through
+        assert {"calls": 0} == dict((await budget.snapshot()).spent)
+
+    async def test_a_lost_lease_reply_carries_the_trailer(self, store: RedisStore) -> None:
+        """A settle of a lease that expired, past a boundary, is refused as closed; the
+        window it rolled is logged by that call all the same."""
+        name = f"lost-{uuid.uuid4().hex[:6]}"
+        budget = Budget({"calls": 10}, name=name, store=store, period=Period.every(0.5))
+        await wait_for_window(budget)
+        await budget.charge(calls=3)
+        reservation = await budget.acquire(calls=2, ttl=0.2)
+        await until_boundary(budget, after=0.25)
+        with structlog.testing.capture_logs() as logs, pytest.raises(ReservationClosed):
+            await reservation.commit()
+        assert [{"calls": 3}] == [e["spent"] for e in closed_events(logs, name)]
+        assert {"calls": 0} == dict((await budget.snapshot()).spent)
+
+    async def test_an_unreadable_window_fails_closed_until_repaired(
+        self, store: RedisStore
+    ) -> None:
+        """A window edited into garbage: operations raise BackendError naming the budget
+        and change nothing; repair drops the window, and the next operation starts the
+        current one with what was spent carried over."""
+        name = f"win-{uuid.uuid4().hex[:6]}"
+        budget = Budget({"calls": 10}, name=name, store=store, period=Period.every(60))
+        await budget.charge(calls=3)
+        await store._client().hset(state_keys(store, name)[0], "window", "garbage")
+        before = await dump(store, name)
+        with pytest.raises(BackendError, match="its period window is unreadable"):
+            await budget.charge(calls=1)
+        assert before == await dump(store, name)
+        assert ["its unreadable period window (garbage) was dropped"] == await store.repair(name)
+        await budget.charge(calls=1)
+        after = await budget.snapshot()
+        assert {"calls": 4} == dict(after.spent)
+        assert after.period_start is not None
+
+    async def test_read_follows_the_stored_period(self, store: RedisStore) -> None:
+        """RedisStore.read, which knows no period beforehand, reports the window, held
+        and waiting of a budget with a period, as its snapshot does."""
+        name = f"read-{uuid.uuid4().hex[:6]}"
+        budget = Budget({"calls": 10}, name=name, store=store, period=Period.every(60))
+        await budget.charge(calls=3)
+        reservation = await budget.acquire(calls=2)
+        read = await store.read(name)
+        assert read is not None
+        assert await budget.snapshot() == read
+        assert (1, read.resets_at) == (read.held, read.period_start + timedelta(seconds=60))
+        await reservation.release()
 
 
 class TestClientClocks:
