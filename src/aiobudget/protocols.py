@@ -107,7 +107,7 @@ class Account(Protocol):
 class LocalAccount(Account, Protocol):
     """An `Account` that needs no I/O and so also works without awaiting."""
 
-    def reserve_nowait(self, amounts: tuple[int, ...], *, use_headroom: bool) -> Held | Denial:
+    def reserve_nowait(self, amounts: tuple[int, ...], use_headroom: bool = False) -> Held | Denial:
         """`Account.reserve` without waiting."""
         ...
 
