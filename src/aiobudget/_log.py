@@ -123,7 +123,15 @@ class _Logger:
     @property
     def debug_enabled(self) -> bool:
         """Whether DEBUG events would go anywhere; callers skip building them otherwise."""
-        self._current()
+        # Only these three settings decide it (processors and context do not), and this
+        # is read once per reservation: compare them alone.
+        config = _structlog_config._CONFIG
+        if (
+            config.is_configured is not self._configured
+            or config.default_wrapper_class is not self._wrapper
+            or config.logger_factory is not self._factory
+        ):
+            self._current()
         return self._debug
 
     def debug(self, event: str, **fields: Any) -> None:

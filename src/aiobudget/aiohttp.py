@@ -61,7 +61,7 @@ from ._http import (
     retry_after_value,
     settle_unrecorded,
 )
-from ._reservation import OnUnrecorded, Reservation
+from ._reservation import OnUnrecorded, Reservation, enter
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
@@ -217,10 +217,10 @@ class _Guard:
         budget = await resolve_budget(self._options.resolve, request, refuse="a web.HTTPException")
         held = budget.reserve(self._options.amounts, timeout=self._options.timeout)
         try:
-            await held.__aenter__()
+            await enter(held)
         except BudgetExhausted as exc:
             raise await self._denied(request, exc) from exc
-        async with held:  # entered above: this only closes it, exactly once
+        async with held:  # held since enter() above: this only closes it, exactly once
             remaining = await budget.remaining() if self._options.headers else {}
             outer = request.get(_KEY)
             request[_KEY] = held

@@ -99,7 +99,7 @@ from ._http import (
     retry_after_value,
     settle_unrecorded,
 )
-from ._reservation import OnUnrecorded, Reservation
+from ._reservation import OnUnrecorded, Reservation, enter
 
 __all__ = [
     "PROBLEM_TYPE",
@@ -229,7 +229,7 @@ class BudgetDependency:
         budget = await resolve_budget(self._options.resolve, request, refuse="an HTTPException")
         held = budget.reserve(self._options.amounts, timeout=self._options.timeout)
         try:
-            await held.__aenter__()
+            await enter(held)
         except BudgetExhausted as exc:
             denied = _denied(
                 exc,
@@ -239,7 +239,7 @@ class BudgetDependency:
             )
             _register_handler(request)
             raise denied from exc
-        async with held:  # entered above: this only closes it, exactly once
+        async with held:  # held since enter() above: this only closes it, exactly once
             request.scope[_SCOPE_KEY] = held
             if self._options.headers:
                 response.headers.update(remaining_headers(await budget.remaining()))
