@@ -419,7 +419,10 @@ class Ledger:
     def rules_out(self, amounts: Sequence[int], *, use_headroom: bool = False) -> bool:
         """True when ``spent`` alone leaves no room for *amounts* (in this ledger's order)."""
         caps = self._hard if use_headroom else self._soft
-        return any(spent + amount > cap for spent, amount, cap in zip(self._spent, amounts, caps))
+        for spent, amount, cap in zip(self._spent, amounts, caps):  # noqa: SIM110 - no generator
+            if spent + amount > cap:
+                return True
+        return False
 
     def _finish(self, code: int) -> Outcome:
         """The outcome for this ledger's new *code*, noting a first crossing."""
@@ -494,17 +497,15 @@ class Lease:
             i = 0
             for hold in held:
                 amount = actual[i]
-                if amount:
-                    before = spent[i]
-                    total = before + amount
-                    total = total if total <= MAX_AMOUNT else MAX_AMOUNT
-                    spent[i] = total
-                    hold -= total - before  # noqa: PLW2901 - what leaves ``used`` here
-                total = used[i] = used[i] - hold
+                spent[i] += amount
+                total = used[i] = used[i] + amount - hold
                 if total >= alert[i]:
                     loud = True
                 i += 1
-            return ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
+            if loud:
+                _clamp_spent(ledger)
+                return ledger._finish(ledger._code())
+            return ledger._outcomes[0]
         outcomes = [
             _settle(ledger, held, _project(actual, view))
             for ledger, held, view in zip(chain.ledgers, self._levels, chain._views)
@@ -530,17 +531,15 @@ def _settle(ledger: Ledger, held: Sequence[int], actual: Sequence[int]) -> Outco
     i = 0
     for hold in held:
         amount = actual[i]
-        if amount:
-            before = spent[i]
-            total = before + amount
-            total = total if total <= MAX_AMOUNT else MAX_AMOUNT
-            spent[i] = total
-            hold -= total - before  # noqa: PLW2901 - what leaves ``used`` on this dimension
-        total = used[i] = used[i] - hold
+        spent[i] += amount
+        total = used[i] = used[i] + amount - hold
         if total >= alert[i]:
             loud = True
         i += 1
-    return ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
+    if loud:
+        _clamp_spent(ledger)
+        return ledger._finish(ledger._code())
+    return ledger._outcomes[0]
 
 
 def _add(ledger: Ledger, actual: Sequence[int]) -> Outcome:
@@ -548,16 +547,29 @@ def _add(ledger: Ledger, actual: Sequence[int]) -> Outcome:
     loud = False
     i = 0
     for amount in actual:
-        if amount:
-            before = spent[i]
-            total = before + amount
-            total = total if total <= MAX_AMOUNT else MAX_AMOUNT
-            spent[i] = total
-            used[i] += total - before
-        if used[i] >= alert[i]:
+        spent[i] += amount
+        total = used[i] = used[i] + amount
+        if total >= alert[i]:
             loud = True
         i += 1
-    return ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
+    if loud:
+        _clamp_spent(ledger)
+        return ledger._finish(ledger._code())
+    return ledger._outcomes[0]
+
+
+def _clamp_spent(ledger: Ledger) -> None:
+    """Bring a ``spent`` that additions took past `MAX_AMOUNT` back to it (``used``
+    with it). Sums are added unclamped on the hot paths and clamped here, only after an
+    operation that reached an alert level: spent > MAX_AMOUNT means used >= spent is past
+    every alert level, which are at most MAX_AMOUNT."""
+    spent, used = ledger._spent, ledger._used
+    i = 0
+    for total in spent:
+        if total > MAX_AMOUNT:
+            used[i] -= total - MAX_AMOUNT
+            spent[i] = MAX_AMOUNT
+        i += 1
 
 
 def _release(ledger: Ledger, held: Sequence[int]) -> Outcome:
@@ -632,18 +644,18 @@ class Chain:
         if len(amounts) != len(used):
             _wrong_length(amounts, len(used))
         calm = ledger._calm_hard if use_headroom else ledger._calm_soft
-        totals = []
         loud = False
         i = 0
-        for amount in amounts:
+        for amount in amounts:  # held as checked; given back if a later one does not fit
             total = used[i] + amount
             if total > calm[i]:  # rare: past the alert level, or not fitting at all
                 if total > (ledger._hard if use_headroom else ledger._soft)[i]:
+                    for j in range(i):
+                        used[j] -= amounts[j]
                     return self._deny(0, i, amounts, use_headroom)
                 loud = True
-            totals.append(total)
+            used[i] = total
             i += 1
-        ledger._used = totals
         # Built field by field: cheaper than a call to Lease(...) on the hottest path.
         lease = _new_lease(Lease)
         lease.chain = self
@@ -674,6 +686,10 @@ class Chain:
         ``None`` when they fit everywhere: `check` without building a `Denial`."""
         if len(amounts) != len(self.leaf._used):
             _wrong_length(amounts, len(self.leaf._used))
+        ledger = self._single
+        if ledger is not None:
+            caps = ledger._hard if use_headroom else ledger._soft
+            return 0 if _first_unfit(ledger, amounts, caps) >= 0 else None
         for level, (ledger, view) in enumerate(zip(self.ledgers, self._views)):
             caps = ledger._hard if use_headroom else ledger._soft
             if _first_unfit(ledger, _project(amounts, view), caps) >= 0:
@@ -693,15 +709,17 @@ class Chain:
 
     def project(self, amounts: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
         """*amounts* (leaf order) as seen by each level, leaf first."""
+        if self._single is not None:
+            return (amounts,)
         return tuple(_project(amounts, view) for view in self._views)
 
     def impossible(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> bool:
         """True when ``spent`` alone rules *amounts* out at some level: no settle of live
         reservations can make them fit (only a reset or new limits can)."""
-        return any(
-            ledger.rules_out(_project(amounts, view), use_headroom=use_headroom)
-            for ledger, view in zip(self.ledgers, self._views)
-        )
+        for ledger, view in zip(self.ledgers, self._views):
+            if ledger.rules_out(_project(amounts, view), use_headroom=use_headroom):
+                return True
+        return False
 
     def _deny(self, level: int, i: int, amounts: tuple[int, ...], use_headroom: bool) -> Denial:
         ledger = self.ledgers[level]
@@ -742,9 +760,12 @@ class Chain:
 
 
 def _first_unfit(ledger: Ledger, amounts: Sequence[int], caps: Sequence[int]) -> int:
-    for i, (used, amount, cap) in enumerate(zip(ledger._used, amounts, caps)):
-        if used + amount > cap:
+    used = ledger._used
+    i = 0
+    for amount in amounts:
+        if used[i] + amount > caps[i]:
             return i
+        i += 1
     return -1
 
 
