@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Union, final
 
@@ -14,7 +15,7 @@ from ._errors import (
     InvalidLimits,
     RequestLimitExceeded,
 )
-from ._reservation import OnUnrecorded, Options, Reservation, plain, try_enter
+from ._reservation import PATIENT, OnUnrecorded, Options, Reservation, plain, try_enter
 from ._seeds import BudgetTokens, BudgetUnits
 from ._units import Usage
 from .kernel import MAX_AMOUNT, Denial, Limit, Outcome, Snapshot, Status, Verdict, first_over
@@ -258,8 +259,14 @@ class Budget:
             and on_unrecorded == "refund"
         ):
             return plain(core, vector)  # the defaults: nothing more to check
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        if (
+            timeout is not None
+            and not (type(timeout) is float and timeout >= 0)  # the common case, tested first
+            and (
+                isinstance(timeout, bool)
+                or not isinstance(timeout, int | float)
+                or not timeout >= 0  # NaN too
+            )
         ):
             raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
         if on_unrecorded != "refund" and on_unrecorded != "charge":  # noqa: PLR1714 - hot path
@@ -280,6 +287,8 @@ class Budget:
                 raise RequestLimitExceeded(
                     dim=self.dims[i], requested=vector[i], limit=caps[i], budget=self.name
                 )
+        if timeout == math.inf and caps is None and not use_headroom and on_unrecorded == "refund":
+            return Reservation(core, vector, PATIENT)
         return Reservation(core, vector, Options(timeout, use_headroom, caps, on_unrecorded))
 
     async def try_reserve(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from typing import TYPE_CHECKING, Final, Literal, final
@@ -19,7 +20,16 @@ if TYPE_CHECKING:
     from ._budget import Amounts, Budget, BudgetCore
     from .protocols import Held
 
-__all__ = ["PLAIN", "OnUnrecorded", "Options", "Reservation", "enter", "plain", "try_enter"]
+__all__ = [
+    "PATIENT",
+    "PLAIN",
+    "OnUnrecorded",
+    "Options",
+    "Reservation",
+    "enter",
+    "plain",
+    "try_enter",
+]
 
 # The life of a reservation. HELD: holding budget outside any ``async with`` (made by
 # try_reserve); ENTERED: holding budget inside an ``async with`` block, whose exit
@@ -54,6 +64,8 @@ class Options:
 
 PLAIN: Final = Options(None, False, None, "refund")
 """No timeout, no headroom, no request limit, refund when nothing was recorded."""
+PATIENT: Final = Options(math.inf, False, None, "refund")
+"""`PLAIN`, but waiting as long as it takes (``timeout=math.inf``)."""
 
 
 @final
@@ -201,26 +213,32 @@ class Reservation:
     async def __aenter__(self) -> Reservation:
         state = self._state
         if state == _NEW:
-            local = self._core.local
-            if local is not None and self._options is PLAIN:
-                # The common case, inlined: an in-memory reservation that does not wait.
+            core = self._core
+            local = core.local
+            options = self._options
+            # The common cases, inlined: an in-memory reservation, waiting or not.
+            if local is not None and options is PLAIN:
                 result = local.reserve_nowait(self._amounts)
-                if type(result) is Denial:
-                    self._state = _CLOSED
-                    raise self._core.denied(result)
-                self._held = result
-                self._state = _ENTERED
-                if _log.logger.debug_enabled:
-                    self._debug = True
-                    _log.logger.debug(_log.RESERVED, budget=self._core.name, amounts=self.amounts)
-                else:
-                    self._debug = False
-                if result.outcome.crossings:
-                    await self._announce(result)
+                debug = _log.logger.debug_enabled
+            elif local is not None and not (debug := _log.logger.debug_enabled):
+                result = await local.reserve(
+                    self._amounts, use_headroom=options.use_headroom, timeout=options.timeout
+                )
+            else:  # a remote store, or DEBUG events to log on the way
+                denial = await self._open(_ENTERED)
+                if denial is not None:
+                    raise core.denied(denial)
                 return self
-            denial = await self._open(_ENTERED)
-            if denial is not None:
-                raise self._core.denied(denial)
+            if type(result) is Denial:
+                self._state = _CLOSED
+                raise core.denied(result)
+            self._held = result
+            self._state = _ENTERED
+            self._debug = debug
+            if debug:
+                _log.logger.debug(_log.RESERVED, budget=core.name, amounts=self.amounts)
+            if result.outcome.crossings:
+                await self._announce(result)
             return self
         if state == _HELD:  # made by try_reserve: this block closes it
             self._state = _ENTERED

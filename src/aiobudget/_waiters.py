@@ -34,6 +34,7 @@ import asyncio
 import sys
 import threading
 from collections import OrderedDict
+from itertools import compress, count
 from typing import TYPE_CHECKING, Final, final
 
 import anyio
@@ -98,13 +99,24 @@ class Waiter:
         "use_headroom",
     )
 
-    def __init__(self, chain: Chain, amounts: tuple[int, ...], use_headroom: bool) -> None:
+    def __init__(
+        self,
+        chain: Chain,
+        amounts: tuple[int, ...],
+        use_headroom: bool,
+        levels: tuple[tuple[int, ...], ...] | None = None,
+    ) -> None:
         self.chain = chain
         self.amounts = amounts
         self.use_headroom = use_headroom
-        self.levels = chain.project(amounts)  # what it asks at each level
+        if levels is None:
+            levels = chain.project(amounts)
+        self.levels = levels  # what it asks at each level (``chain.project(amounts)``)
         # Positions of what it asks (> 0) at each level: what it competes for there.
-        self.asked = tuple(tuple(i for i, a in enumerate(held) if a) for held in self.levels)
+        if len(levels) == 1:
+            self.asked: tuple[tuple[int, ...], ...] = (tuple(compress(count(), amounts)),)
+        else:
+            self.asked = tuple(tuple(compress(count(), held)) for held in levels)
         self.prefix = 0
         self.lease: Lease | None = None  # set when granted
         self.denial: Denial | None = None  # set when waiting became useless
@@ -187,15 +199,16 @@ class WaitQueue:
     # -- who is held back -----------------------------------------------------------------
 
     def holds_back(
-        self, chain: Chain, amounts: tuple[int, ...], use_headroom: bool
+        self, chain: Chain, asks: tuple[tuple[int, ...], ...], use_headroom: bool
     ) -> tuple[int, int] | None:
-        """Where a newcomer must queue behind a waiter: the first level of *chain* (counted
-        from the leaf) at which a waiter holds it back, and the position there of the
-        dimension it competes for. ``None`` when no waiter competes with it."""
+        """Where a newcomer asking *asks* (``chain.project(amounts)``) must queue behind a
+        waiter: the first level of *chain* (counted from the leaf) at which a waiter
+        holds it back, and the position there of the dimension it competes for. ``None``
+        when no waiter competes with it."""
         if not self._recorded:
             return None
         levels, dims = self._levels, self._dims
-        for level, (ledger, held) in enumerate(zip(chain.ledgers, chain.project(amounts))):
+        for level, (ledger, held) in enumerate(zip(chain.ledgers, asks)):
             if ledger in levels:
                 if use_headroom:
                     return level, max(range(len(held)), key=held.__getitem__)
@@ -238,7 +251,8 @@ class WaitQueue:
         earlier waiter (``None``)."""
         self._queue[waiter] = None
         self.waiting += 1
-        self._record(waiter, 0 if refused_at is None else refused_at + 1)
+        if refused_at is not None:
+            self._record(waiter, refused_at + 1)
         asks = self._asks
         if not asks:
             asks.extend([0] * len(waiter.levels[-1]))
@@ -261,7 +275,8 @@ class WaitQueue:
         if self._queue.pop(waiter, waiter) is waiter:  # not queued (any more)
             return
         self.waiting -= 1
-        self._record(waiter, 0)
+        if waiter.prefix:
+            self._record(waiter, 0)
         asks = self._asks
         for i in waiter.asked[-1]:
             asks[i] -= 1
@@ -312,8 +327,8 @@ class WaitQueue:
                 continue
             level = chain.refusing_level(waiter.amounts, use_headroom=waiter.use_headroom)
             if level is None:
-                lease = chain.reserve(waiter.amounts, use_headroom=waiter.use_headroom)
-                assert isinstance(lease, Lease)  # it fits: checked just above
+                lease = chain.reserve(waiter.amounts, waiter.use_headroom)
+                assert type(lease) is Lease  # it fits: checked just above
                 waiter.lease = lease
                 finished.append(waiter)
                 continue

@@ -136,7 +136,7 @@ class MemoryAccount:
         """Reserve unless a queued waiter holds this request back. Under the lock."""
         chain = self._chain
         if self._queue.waiting:
-            held = self._queue.holds_back(chain, amounts, use_headroom)
+            held = self._queue.holds_back(chain, chain.project(amounts), use_headroom)
             if held is not None:
                 denial = chain.check(amounts, use_headroom=use_headroom)
                 # It may fit, but an earlier waiter it competes with comes first.
@@ -214,26 +214,31 @@ class MemoryAccount:
         """Reserve, waiting up to *timeout* seconds (first come, first served)."""
         chain = self._chain
         queue = self._queue
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._store._due:
                 self._tend()
             if timeout is None or timeout <= 0:
                 return self._try(amounts, use_headroom)
             refused_at = None
-            if queue.waiting and queue.holds_back(chain, amounts, use_headroom) is not None:
+            levels = chain.project(amounts)
+            if queue.waiting and queue.holds_back(chain, levels, use_headroom) is not None:
                 if chain.impossible(amounts, use_headroom=use_headroom):
-                    return chain.reserve(amounts, use_headroom=use_headroom)  # a Denial
+                    return chain.reserve(amounts, use_headroom)  # a Denial
             else:
                 refused_at = chain.refusing_level(amounts, use_headroom=use_headroom)
                 if refused_at is None or chain.impossible(amounts, use_headroom=use_headroom):
-                    return chain.reserve(amounts, use_headroom=use_headroom)
-            waiter = Waiter(chain, amounts, use_headroom)
+                    return chain.reserve(amounts, use_headroom)
+            waiter = Waiter(chain, amounts, use_headroom, levels)
             queue.push(waiter, refused_at)
+        finally:
+            lock.release()
         try:
             await waiter.wait(timeout)
         except BaseException:
             waiter.stop()
-            with self._lock:
+            with lock:
                 if waiter.lease is not None and waiter.lease.open:
                     waiter.lease.release()  # granted in the same tick it was cancelled
                 else:
@@ -241,8 +246,11 @@ class MemoryAccount:
                 queue.grant()  # pass it on
             raise
         waiter.stop()
-        with self._lock:
-            if waiter.lease is not None:
+        lease = waiter.lease
+        if lease is not None:  # the granter set it, under the lock, before waking us
+            return lease
+        with lock:
+            if waiter.lease is not None:  # granted by another thread just now
                 return waiter.lease
             if waiter.denial is not None:
                 return waiter.denial
