@@ -221,9 +221,20 @@ class Reservation:
                 result = local.reserve_nowait(self._amounts)
                 debug = _log.logger.debug_enabled
             elif local is not None and not (debug := _log.logger.debug_enabled):
-                result = await local.reserve(
-                    self._amounts, use_headroom=options.use_headroom, timeout=options.timeout
+                # May wait: then one await on the store's ticket, in this very frame.
+                answer, ticket = local.reserve_or_queue(
+                    self._amounts, options.use_headroom, options.timeout
                 )
+                if ticket is None:
+                    assert answer is not None
+                    result = answer
+                else:
+                    try:
+                        await ticket.wait()
+                    except BaseException:
+                        local.give_up(ticket)
+                        raise
+                    result = local.collect(ticket)
             else:  # a remote store, or DEBUG events to log on the way
                 denial = await self._open(_ENTERED)
                 if denial is not None:

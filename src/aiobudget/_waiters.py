@@ -31,6 +31,7 @@ library (Trio) on an anyio event. Both wake from any thread.
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import threading
 from collections import OrderedDict
@@ -53,6 +54,7 @@ __all__ = ["WaitQueue", "Waiter"]
 
 _running_loop: Final = asyncio._get_running_loop  # C-fast; None when no loop runs
 _get_ident: Final = threading.get_ident
+_FOREVER: Final = math.inf
 
 
 def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
@@ -96,19 +98,27 @@ class Waiter:
         "lease",
         "levels",
         "prefix",
+        "timeout",
         "use_headroom",
     )
+
+    # Set under other libraries than asyncio only (an asyncio waiter has a future).
+    _event: anyio.Event
+    _token: EventLoopToken
+    _thread: int
 
     def __init__(
         self,
         chain: Chain,
         amounts: tuple[int, ...],
         use_headroom: bool,
+        timeout: float,
         levels: tuple[tuple[int, ...], ...] | None = None,
     ) -> None:
         self.chain = chain
         self.amounts = amounts
         self.use_headroom = use_headroom
+        self.timeout = timeout  # seconds (math.inf: no deadline)
         if levels is None:
             levels = chain.project(amounts)
         self.levels = levels  # what it asks at each level (``chain.project(amounts)``)
@@ -120,26 +130,24 @@ class Waiter:
         self.prefix = 0
         self.lease: Lease | None = None  # set when granted
         self.denial: Denial | None = None  # set when waiting became useless
-        self._thread = _get_ident()
         self._timer: asyncio.TimerHandle | None = None
         loop = _asyncio_loop()
         if loop is not None:
             self._future: asyncio.Future[None] | None = loop.create_future()
-            self._event: anyio.Event | None = None
-            self._token: EventLoopToken | None = None
         else:
             self._future = None
             self._event = anyio.Event()
             self._token = current_token()
+            self._thread = _get_ident()
 
-    def wait(self, timeout: float) -> Awaitable[object]:
-        """Something to await until `wake` is called or *timeout* seconds pass (``math.inf``:
-        no deadline). Call `stop` once it is over, however it ended."""
+    def wait(self) -> Awaitable[object]:
+        """Something to await until `wake` is called or the timeout passes. Call `stop`
+        once it is over, however it ended."""
         future = self._future
         if future is None:
-            return self._wait_event(timeout)
-        if timeout != float("inf"):
-            self._timer = future.get_loop().call_later(timeout, _resolve, future)
+            return self._wait_event(self.timeout)
+        if self.timeout != _FOREVER:
+            self._timer = future.get_loop().call_later(self.timeout, _resolve, future)
         return future
 
     async def _wait_event(self, timeout: float) -> None:
@@ -159,16 +167,14 @@ class Waiter:
         future = self._future
         try:
             if future is not None:
-                if _get_ident() == self._thread:
+                loop = future.get_loop()
+                if _running_loop() is loop:
                     _resolve(future)
                 else:
-                    future.get_loop().call_soon_threadsafe(_resolve, future)
+                    loop.call_soon_threadsafe(_resolve, future)
             elif _get_ident() == self._thread:
-                assert self._event is not None
                 self._event.set()
             else:
-                assert self._token is not None
-                assert self._event is not None
                 token = self._token
                 token.backend_class.run_sync_soon(self._event.set, (), token.native_token)
         except (RuntimeError, anyio.RunFinishedError):  # the loop is closed
@@ -182,19 +188,28 @@ class WaitQueue:
     ``waiting`` is the number of queued waiters (read it, never write it).
     """
 
-    __slots__ = ("_asks", "_dims", "_largest", "_levels", "_queue", "_recorded", "waiting")
+    __slots__ = (
+        "_asks",
+        "_held",
+        "_largest",
+        "_largest_headroom",
+        "_queue",
+        "_recorded",
+        "waiting",
+    )
 
     def __init__(self) -> None:
         self._queue: OrderedDict[Waiter, None] = OrderedDict()  # O(1) removal anywhere
         self.waiting = 0
-        # The record of who holds what back: per level, how many waiters hold it back
-        # (for requests into headroom) and, per dimension, how many of them ask it.
-        self._levels: dict[Ledger, int] = {}
-        self._dims: dict[Ledger, list[int]] = {}
+        # The record of who holds what back: per level, per dimension, how many of the
+        # waiters holding that level back ask it, then (last) how many hold it back.
+        self._held: dict[Ledger, list[int]] = {}
         self._recorded = 0  # waiters holding something back
         self._asks: list[int] = []  # per dimension of the root: queued waiters asking it
-        # (level, use_headroom) -> per-dimension upper bound of what waiters ask there
-        self._largest: dict[tuple[Ledger, bool], list[int]] = {}
+        # level -> per-dimension upper bound of what waiters ask there (without, with
+        # headroom), so that finding waiters spend has ruled out rarely scans the queue
+        self._largest: dict[Ledger, list[int]] = {}
+        self._largest_headroom: dict[Ledger, list[int]] = {}
 
     # -- who is held back -----------------------------------------------------------------
 
@@ -207,13 +222,12 @@ class WaitQueue:
         when no waiter competes with it."""
         if not self._recorded:
             return None
-        levels, dims = self._levels, self._dims
-        for level, (ledger, held) in enumerate(zip(chain.ledgers, asks)):
-            if ledger in levels:
+        for level, (ledger, amounts) in enumerate(zip(chain.ledgers, asks)):
+            counts = self._held.get(ledger)
+            if counts is not None:
                 if use_headroom:
-                    return level, max(range(len(held)), key=held.__getitem__)
-                counts = dims[ledger]
-                for i, amount in enumerate(held):
+                    return level, max(range(len(amounts)), key=amounts.__getitem__)
+                for i, amount in enumerate(amounts):
                     if amount and counts[i]:
                         return level, i
         return None
@@ -231,17 +245,18 @@ class WaitQueue:
         waiter.prefix = prefix
 
     def _count(self, waiter: Waiter, prefix: int, step: int) -> None:
-        levels, dims = self._levels, self._dims
-        for ledger, asked in zip(waiter.chain.ledgers[:prefix], waiter.asked):
-            holders = levels.get(ledger, 0) + step
-            if not holders:
-                del levels[ledger], dims[ledger]
+        held = self._held
+        ledgers, asked = waiter.chain.ledgers, waiter.asked
+        for k in range(prefix):
+            ledger = ledgers[k]
+            counts = held.get(ledger)
+            if counts is None:  # the last count is of the waiters holding this level back
+                counts = held[ledger] = [0] * (len(ledger.dims) + 1)
+            counts[-1] += step
+            if not counts[-1]:
+                del held[ledger]
                 continue
-            levels[ledger] = holders
-            counts = dims.get(ledger)
-            if counts is None:
-                counts = dims[ledger] = [0] * len(ledger.dims)
-            for i in asked:
+            for i in asked[k]:
                 counts[i] += step
 
     # -- joining and leaving ----------------------------------------------------------------
@@ -258,16 +273,13 @@ class WaitQueue:
             asks.extend([0] * len(waiter.levels[-1]))
         for i in waiter.asked[-1]:
             asks[i] += 1
-        self._bound(waiter)
-
-    def _bound(self, waiter: Waiter) -> None:
-        for ledger, held in zip(waiter.chain.ledgers, waiter.levels):
-            key = (ledger, waiter.use_headroom)
-            largest = self._largest.get(key)
+        bounds = self._largest_headroom if waiter.use_headroom else self._largest
+        for ledger, amounts in zip(waiter.chain.ledgers, waiter.levels):
+            largest = bounds.get(ledger)
             if largest is None:
-                self._largest[key] = list(held)
+                bounds[ledger] = list(amounts)
             else:
-                largest[:] = map(max, largest, held)
+                largest[:] = map(max, largest, amounts)
 
     def remove(self, waiter: Waiter) -> None:
         """Take a waiter out (granted, failed, or it gave up); after one gave up the caller
@@ -286,9 +298,9 @@ class WaitQueue:
     def fail_impossible(self) -> None:
         """Fail the waiters that spend has ruled out, after spend grew or limits fell.
         The caller then calls `grant`: those they held back may now be free."""
-        if not self._queue or not any(
-            ledger.rules_out(largest, use_headroom=use_headroom)
-            for (ledger, use_headroom), largest in self._largest.items()
+        if not self._queue or not (
+            _rules_out(self._largest, use_headroom=False)
+            or _rules_out(self._largest_headroom, use_headroom=True)
         ):
             return
         failed = [
@@ -300,9 +312,17 @@ class WaitQueue:
             waiter.denial = waiter.chain.check(waiter.amounts, use_headroom=waiter.use_headroom)
             self.remove(waiter)
             waiter.wake()
-        self._largest.clear()  # recompute the bound exactly from who is left
+        # Recompute the bounds exactly from who is left.
+        self._largest.clear()
+        self._largest_headroom.clear()
         for waiter in self._queue:
-            self._bound(waiter)
+            bounds = self._largest_headroom if waiter.use_headroom else self._largest
+            for ledger, amounts in zip(waiter.chain.ledgers, waiter.levels):
+                largest = bounds.get(ledger)
+                if largest is None:
+                    bounds[ledger] = list(amounts)
+                else:
+                    largest[:] = map(max, largest, amounts)
 
     def grant(self) -> None:
         """Hand freed budget to the waiters that now fit, in order, and wake them.
@@ -341,15 +361,24 @@ class WaitQueue:
                     dims.update(asked)
             # Refused at the root on a dimension every waiter asks: all behind are held
             # back, and (no record left behind) none of them holds anything back.
-            if (
-                level == len(chain.ledgers) - 1
-                and not unwalked
-                and any(asks[i] == everyone for i in waiter.asked[level])
-            ):
+            if level == len(chain.ledgers) - 1 and not unwalked:
+                for i in waiter.asked[level]:
+                    if asks[i] == everyone:
+                        break
+                else:
+                    continue
                 break
         for waiter in finished:
             self.remove(waiter)
             waiter.wake()
+
+
+def _rules_out(bounds: dict[Ledger, list[int]], *, use_headroom: bool) -> bool:
+    """Whether spend may rule out some waiter, judging by the bound of what they ask."""
+    for ledger, largest in bounds.items():
+        if ledger.rules_out(largest, use_headroom=use_headroom):
+            return True
+    return False
 
 
 def _competes(waiter: Waiter, held: dict[Ledger, set[int]]) -> bool:

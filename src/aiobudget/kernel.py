@@ -250,6 +250,7 @@ class Ledger:
         "_used",
         "_verdicts",
         "_warn",
+        "_width",
         "dims",
         "limits",
         "name",
@@ -267,7 +268,8 @@ class Ledger:
         self.limits: tuple[Limit, ...] = tuple(Limit.of(value) for value in limits.values())
         self._index = {dim: i for i, dim in enumerate(self.dims)}
         self._pick = itemgetter(*self.dims)  # one value (not a tuple) when _narrow
-        self._narrow = len(self.dims) == 1
+        self._width = len(self.dims)
+        self._narrow = self._width == 1
         self._spent = [0] * len(self.dims)
         # spent + reserved: what every check and verdict compares, so it is kept rather
         # than ``reserved`` (which is ``used - spent`` whenever it is asked for).
@@ -323,7 +325,7 @@ class Ledger:
     def vector(self, amounts: Mapping[str, object]) -> tuple[int, ...]:
         """Validate *amounts* (dimension -> int) and return them as a tuple in this ledger's
         order; dimensions not named are 0. Raises `UnknownDimension` or `InvalidAmount`."""
-        if type(amounts) is dict and len(amounts) == len(self.dims):
+        if type(amounts) is dict and len(amounts) == self._width:
             # The common shape, every dimension named (in any order): picked in C, and
             # only the values are checked here.
             try:
@@ -487,8 +489,8 @@ class Lease:
         if chain is _CLOSED:
             raise ReservationClosed("this reservation was already settled or released")
         held = self.amounts
-        if len(actual) != len(held):
-            _wrong_length(actual, len(held))
+        if len(actual) != chain._width:
+            _wrong_length(actual, chain._width)
         self.chain = _CLOSED
         if self._levels is None:  # one level: `_settle`, inlined on the hottest path
             ledger = chain.leaf
@@ -506,11 +508,14 @@ class Lease:
                 _clamp_spent(ledger)
                 return ledger._finish(ledger._code())
             return ledger._outcomes[0]
-        outcomes = [
-            _settle(ledger, held, _project(actual, view))
-            for ledger, held, view in zip(chain.ledgers, self._levels, chain._views)
-        ]
-        return _combine(outcomes)
+        outcomes = []
+        loud = False
+        for ledger, held, view in zip(chain.ledgers, self._levels, chain._views):
+            outcome = _settle(ledger, held, actual if view is None else _project(actual, view))
+            if outcome is not ledger._outcomes[0]:
+                loud = True
+            outcomes.append(outcome)
+        return _combine(outcomes) if loud else outcomes[0]
 
     def release(self) -> Outcome:
         """Give everything back untouched."""
@@ -612,7 +617,7 @@ class Chain:
     charged for it; a parent's dimension the leaf lacks is charged 0.
     """
 
-    __slots__ = ("_single", "_views", "indexes", "leaf", "ledgers")
+    __slots__ = ("_single", "_views", "_width", "indexes", "leaf", "ledgers")
 
     def __init__(self, ledgers: Sequence[Ledger]) -> None:
         if not ledgers:
@@ -630,6 +635,7 @@ class Chain:
         identity = tuple(range(len(self.leaf.dims)))
         self._views = tuple(None if index == identity else index for index in self.indexes)
         self._single = self.leaf if len(self.ledgers) == 1 else None
+        self._width = self.leaf._width
 
     def reserve(self, amounts: tuple[int, ...], use_headroom: bool = False) -> Lease | Denial:
         """Hold *amounts* at every level, or change nothing and say where it does not fit.
@@ -641,8 +647,8 @@ class Chain:
         if ledger is None:
             return self._reserve_levels(amounts, use_headroom)
         used = ledger._used
-        if len(amounts) != len(used):
-            _wrong_length(amounts, len(used))
+        if len(amounts) != ledger._width:
+            _wrong_length(amounts, ledger._width)
         calm = ledger._calm_hard if use_headroom else ledger._calm_soft
         loud = False
         i = 0
@@ -665,9 +671,11 @@ class Chain:
         return lease
 
     def _reserve_levels(self, amounts: tuple[int, ...], use_headroom: bool) -> Lease | Denial:
-        if len(amounts) != len(self.leaf._used):
-            _wrong_length(amounts, len(self.leaf._used))
-        levels = tuple(_project(amounts, view) for view in self._views)
+        if len(amounts) != self._width:
+            _wrong_length(amounts, self._width)
+        levels = tuple(
+            [amounts if view is None else _project(amounts, view) for view in self._views]
+        )
         for level, (ledger, held) in enumerate(zip(self.ledgers, levels)):
             i = _first_unfit(ledger, held, ledger._hard if use_headroom else ledger._soft)
             if i >= 0:
@@ -684,8 +692,8 @@ class Chain:
     def refusing_level(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> int | None:
         """The first level (counted from the leaf) at which *amounts* would not fit now, or
         ``None`` when they fit everywhere: `check` without building a `Denial`."""
-        if len(amounts) != len(self.leaf._used):
-            _wrong_length(amounts, len(self.leaf._used))
+        if len(amounts) != self._width:
+            _wrong_length(amounts, self._width)
         ledger = self._single
         if ledger is not None:
             caps = ledger._hard if use_headroom else ledger._soft
@@ -698,8 +706,8 @@ class Chain:
 
     def check(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> Denial | None:
         """Where *amounts* would not fit now, or ``None`` if they would; changes nothing."""
-        if len(amounts) != len(self.leaf._hard):
-            _wrong_length(amounts, len(self.leaf._hard))
+        if len(amounts) != self._width:
+            _wrong_length(amounts, self._width)
         for level, (ledger, view) in enumerate(zip(self.ledgers, self._views)):
             caps = ledger._hard if use_headroom else ledger._soft
             i = _first_unfit(ledger, _project(amounts, view), caps)
@@ -716,6 +724,8 @@ class Chain:
     def impossible(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> bool:
         """True when ``spent`` alone rules *amounts* out at some level: no settle of live
         reservations can make them fit (only a reset or new limits can)."""
+        if self._single is not None:
+            return self._single.rules_out(amounts, use_headroom=use_headroom)
         for ledger, view in zip(self.ledgers, self._views):
             if ledger.rules_out(_project(amounts, view), use_headroom=use_headroom):
                 return True
@@ -735,8 +745,8 @@ class Chain:
         Never refused, unless *strict*: then, if any level would pass a limit
         (``spent + reserved + amount > limit``), raise `BudgetExceeded` and change nothing.
         """
-        if len(amounts) != len(self.leaf._hard):
-            _wrong_length(amounts, len(self.leaf._hard))
+        if len(amounts) != self._width:
+            _wrong_length(amounts, self._width)
         if not strict and self._single is not None:
             return _add(self.leaf, amounts)
         levels = [_project(amounts, view) for view in self._views]

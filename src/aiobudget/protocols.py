@@ -15,12 +15,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Mapping
 
     from ._seeds import TokenReservation
     from .kernel import Denial, Limit, Outcome, Snapshot
 
-__all__ = ["Account", "BudgetGuard", "Held", "LocalAccount", "Store", "TokenBudget"]
+__all__ = [
+    "Account",
+    "BudgetGuard",
+    "Held",
+    "LocalAccount",
+    "Store",
+    "Ticket",
+    "TokenBudget",
+]
 
 
 @runtime_checkable
@@ -104,11 +112,37 @@ class Account(Protocol):
 
 
 @runtime_checkable
+class Ticket(Protocol):
+    """A place in a `LocalAccount`'s wait queue."""
+
+    def wait(self) -> Awaitable[object]:
+        """Something to await until the account decides (or the timeout passes)."""
+        ...
+
+
+@runtime_checkable
 class LocalAccount(Account, Protocol):
     """An `Account` that needs no I/O and so also works without awaiting."""
 
     def reserve_nowait(self, amounts: tuple[int, ...], use_headroom: bool = False) -> Held | Denial:
         """`Account.reserve` without waiting."""
+        ...
+
+    def reserve_or_queue(
+        self, amounts: tuple[int, ...], use_headroom: bool, timeout: float | None
+    ) -> tuple[Held | Denial, None] | tuple[None, Ticket]:
+        """`Account.reserve` up to the wait, synchronously: ``(answer, None)``, or
+        ``(None, ticket)`` when it must wait. Then ``await ticket.wait()`` and ask
+        `collect` for the answer; if that await raises (cancellation), call `give_up`
+        instead. (The whole wait is one await in the caller's own frame.)"""
+        ...
+
+    def collect(self, ticket: Ticket) -> Held | Denial:
+        """The answer for *ticket* once its wait is over."""
+        ...
+
+    def give_up(self, ticket: Ticket) -> None:
+        """Leave the queue after a wait that raised, passing on anything granted."""
         ...
 
     def settle_nowait(self, held: Held, actual: tuple[int, ...]) -> Outcome:

@@ -7,6 +7,7 @@ from a Trio task running on top of it, and taking out a waiter twice.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Iterator
 
@@ -44,7 +45,7 @@ class TestWakeAfterTheLoopEnded:
         loop = asyncio.new_event_loop()
 
         async def make() -> Waiter:
-            return Waiter(chain(), (1,), False)
+            return Waiter(chain(), (1,), False, math.inf)
 
         waiter = loop.run_until_complete(make())
         loop.close()
@@ -54,7 +55,7 @@ class TestWakeAfterTheLoopEnded:
         """Waking a waiter of a Trio run that finished, from another thread, does nothing."""
 
         async def make() -> Waiter:
-            return Waiter(chain(), (1,), False)
+            return Waiter(chain(), (1,), False, math.inf)
 
         waiter = trio.run(make)
         assert [] == wake_from_another_thread(waiter)
@@ -107,7 +108,8 @@ class TestRemove:
 
         async def scenario() -> tuple[int, int, int]:
             queue = WaitQueue()
-            first, second = Waiter(chain(), (1,), False), Waiter(chain(), (2,), False)
+            first = Waiter(chain(), (1,), False, math.inf)
+            second = Waiter(chain(), (2,), False, math.inf)
             queue.push(first, 0)
             queue.push(second, None)
             pushed = queue.waiting

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from aiobudget import TOKENS, Budget, Limit, MemoryStore, Reservation
+from aiobudget.kernel import Denial
 from aiobudget.stores.memory import MemoryAccount
 
 from ..budget._support import drop
@@ -103,4 +104,34 @@ class TestEveryOperationTendsTheStoreFirst:
         assert held_now(budget) in (0, 5)  # the orphan is gone; `other` may still hold
         if other.held:
             await other.release()
+        assert 0 == held_now(budget)
+
+
+class TestTickets:
+    async def test_a_ticket_of_another_kind_is_refused(self) -> None:
+        """collect and give_up take only tickets a MemoryStore handed out."""
+        account = Budget({TOKENS: 10})._account
+        assert isinstance(account, MemoryAccount)
+        with pytest.raises(TypeError, match="not a ticket of a MemoryStore"):
+            account.collect(object())  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not a ticket of a MemoryStore"):
+            account.give_up(object())  # type: ignore[arg-type]
+
+    async def test_no_ticket_when_the_answer_is_known(self) -> None:
+        """reserve_or_queue answers at once when the reservation fits, is impossible, or
+        may not wait; it hands out a ticket only when the reservation must wait."""
+        budget = Budget({TOKENS: 10})
+        account = budget._account
+        assert isinstance(account, MemoryAccount)
+        held, ticket = account.reserve_or_queue((6,), False, math.inf)
+        assert ticket is None
+        assert held is not None
+        denied, ticket = account.reserve_or_queue((5,), False, None)  # may not wait
+        assert (Denial, None) == (type(denied), ticket)
+        denied, ticket = account.reserve_or_queue((11,), False, math.inf)  # impossible
+        assert (Denial, None) == (type(denied), ticket)
+        _, ticket = account.reserve_or_queue((5,), False, math.inf)
+        assert ticket is not None
+        account.give_up(ticket)
+        account.release_nowait(held)
         assert 0 == held_now(budget)

@@ -17,7 +17,7 @@ from ..kernel import Chain, Denial, Lease, Ledger, Limit, Outcome, Snapshot
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ..protocols import Account, Held
+    from ..protocols import Account, Held, Ticket
 
 __all__ = ["MemoryAccount", "MemoryStore"]
 
@@ -208,10 +208,11 @@ class MemoryAccount:
 
     # -- Account -----------------------------------------------------------------------
 
-    async def reserve(
-        self, amounts: tuple[int, ...], *, use_headroom: bool, timeout: float | None
-    ) -> Lease | Denial:
-        """Reserve, waiting up to *timeout* seconds (first come, first served)."""
+    def reserve_or_queue(
+        self, amounts: tuple[int, ...], use_headroom: bool, timeout: float | None
+    ) -> tuple[Lease | Denial, None] | tuple[None, Waiter]:
+        """`reserve` up to the wait: ``(answer, None)``, or ``(None, ticket)`` when the
+        reservation must wait (see `aiobudget.protocols.LocalAccount`)."""
         chain = self._chain
         queue = self._queue
         lock = self._lock
@@ -220,46 +221,66 @@ class MemoryAccount:
             if self._store._due:
                 self._tend()
             if timeout is None or timeout <= 0:
-                return self._try(amounts, use_headroom)
+                return self._try(amounts, use_headroom), None
             refused_at = None
             levels = chain.project(amounts)
             if queue.waiting and queue.holds_back(chain, levels, use_headroom) is not None:
                 if chain.impossible(amounts, use_headroom=use_headroom):
-                    return chain.reserve(amounts, use_headroom)  # a Denial
+                    return chain.reserve(amounts, use_headroom), None  # a Denial
             else:
                 refused_at = chain.refusing_level(amounts, use_headroom=use_headroom)
                 if refused_at is None or chain.impossible(amounts, use_headroom=use_headroom):
-                    return chain.reserve(amounts, use_headroom)
-            waiter = Waiter(chain, amounts, use_headroom, levels)
+                    return chain.reserve(amounts, use_headroom), None
+            waiter = Waiter(chain, amounts, use_headroom, timeout, levels)
             queue.push(waiter, refused_at)
+            return None, waiter
         finally:
             lock.release()
-        try:
-            await waiter.wait(timeout)
-        except BaseException:
-            waiter.stop()
-            with lock:
-                if waiter.lease is not None and waiter.lease.open:
-                    waiter.lease.release()  # granted in the same tick it was cancelled
-                else:
-                    queue.remove(waiter)
-                queue.grant()  # pass it on
-            raise
+
+    def collect(self, ticket: Ticket) -> Lease | Denial:
+        """The answer for a ticket whose wait is over."""
+        waiter = _waiter(ticket)
         waiter.stop()
         lease = waiter.lease
         if lease is not None:  # the granter set it, under the lock, before waking us
             return lease
-        with lock:
+        with self._lock:
             if waiter.lease is not None:  # granted by another thread just now
                 return waiter.lease
             if waiter.denial is not None:
                 return waiter.denial
             # Timed out. Budget freed in this very tick is still ours to take: we were
             # ahead of everyone behind us, so trying once more keeps the order.
-            queue.remove(waiter)
-            result = self._try(amounts, use_headroom)
-            queue.grant()
+            self._queue.remove(waiter)
+            result = self._try(waiter.amounts, waiter.use_headroom)
+            self._queue.grant()
             return result
+
+    def give_up(self, ticket: Ticket) -> None:
+        """Leave the queue (the wait was cancelled), passing on anything granted."""
+        waiter = _waiter(ticket)
+        waiter.stop()
+        with self._lock:
+            if waiter.lease is not None and waiter.lease.open:
+                waiter.lease.release()  # granted in the same tick it was cancelled
+            else:
+                self._queue.remove(waiter)
+            self._queue.grant()  # pass it on
+
+    async def reserve(
+        self, amounts: tuple[int, ...], *, use_headroom: bool, timeout: float | None
+    ) -> Lease | Denial:
+        """Reserve, waiting up to *timeout* seconds (first come, first served)."""
+        result, waiter = self.reserve_or_queue(amounts, use_headroom, timeout)
+        if waiter is None:
+            assert result is not None
+            return result
+        try:
+            await waiter.wait()
+        except BaseException:
+            self.give_up(waiter)
+            raise
+        return self.collect(waiter)
 
     async def settle(self, held: Held, actual: tuple[int, ...]) -> Outcome:
         """`settle_nowait`, as the async `Account` method."""
@@ -318,6 +339,12 @@ def _wake(queue: WaitQueue) -> None:
     if queue.waiting:
         queue.fail_impossible()
         queue.grant()
+
+
+def _waiter(ticket: Ticket) -> Waiter:
+    if not isinstance(ticket, Waiter):
+        raise TypeError(f"not a ticket of a MemoryStore: {ticket!r}")
+    return ticket
 
 
 def _lease(held: Held) -> Lease:
