@@ -224,7 +224,7 @@ class WaitQueue:
             return None
         for level, (ledger, amounts) in enumerate(zip(chain.ledgers, asks)):
             counts = self._held.get(ledger)
-            if counts is not None:
+            if counts is not None and counts[-1]:  # kept, at zero, once nobody holds back
                 if use_headroom:
                     return level, max(range(len(amounts)), key=amounts.__getitem__)
                 for i, amount in enumerate(amounts):
@@ -253,9 +253,6 @@ class WaitQueue:
             if counts is None:  # the last count is of the waiters holding this level back
                 counts = held[ledger] = [0] * (len(ledger.dims) + 1)
             counts[-1] += step
-            if not counts[-1]:
-                del held[ledger]
-                continue
             for i in asked[k]:
                 counts[i] += step
 
@@ -300,7 +297,7 @@ class WaitQueue:
         The caller then calls `grant`: those they held back may now be free."""
         if not self._queue or not (
             _rules_out(self._largest, use_headroom=False)
-            or _rules_out(self._largest_headroom, use_headroom=True)
+            or (self._largest_headroom and _rules_out(self._largest_headroom, use_headroom=True))
         ):
             return
         failed = [

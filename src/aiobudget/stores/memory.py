@@ -342,7 +342,7 @@ def _wake(queue: WaitQueue) -> None:
 
 
 def _waiter(ticket: Ticket) -> Waiter:
-    if not isinstance(ticket, Waiter):
+    if type(ticket) is not Waiter:
         raise TypeError(f"not a ticket of a MemoryStore: {ticket!r}")
     return ticket
 
