@@ -124,8 +124,7 @@ async def uncontended(repeats: int) -> dict[str, _timing.Figure]:
         for dims in (1, 3)
     }
     figures = await _timing.acompare(semaphore_round_trip(), subjects, repeats)
-    figures["async with asyncio.Semaphore"] = figures.pop("")
-    return figures
+    return {"async with asyncio.Semaphore": figures.pop(""), **figures}
 
 
 # -- contended throughput -------------------------------------------------------------

@@ -51,7 +51,14 @@ def _save(figure: Any, out: Path, name: str) -> Path:
 
 
 def _ratio_curve(
-    rows: list[Row], group: str, *, xlabel: str, title: str, out: Path, name: str
+    rows: list[Row],
+    group: str,
+    *,
+    xlabel: str,
+    title: str,
+    out: Path,
+    name: str,
+    before: list[Row] | None,
 ) -> Path | None:
     points = _points(rows, group)
     if not points:
@@ -60,7 +67,18 @@ def _ratio_curve(
     ys = [float(row["x baseline"]) for row in points]  # type: ignore[arg-type]
     errors = list(zip(*(_iqr(row) for row in points)))
     figure, axes = plt.subplots(figsize=(6.4, 3.8))
-    axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=4, label="aiobudget, in memory")
+    old = _points(before or [], group)
+    if old:
+        axes.plot(
+            [float(row["x"]) for row in old],  # type: ignore[arg-type]
+            [float(row["x baseline"]) for row in old],  # type: ignore[arg-type]
+            marker="o",
+            linestyle="--",
+            color="tab:grey",
+            label="before",
+        )
+    label = "now" if old else "aiobudget, in memory"
+    axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=4, label=label)
     axes.axhline(1.0, color="grey", linestyle=":", label="async with asyncio.Semaphore")
     axes.set_xscale("log", base=2)
     axes.minorticks_off()
@@ -74,17 +92,22 @@ def _ratio_curve(
     return _save(figure, out, name)
 
 
-def _queue_chart(rows: list[Row], out: Path) -> Path | None:
+def _queue_chart(rows: list[Row], out: Path, before: list[Row] | None) -> Path | None:
     figure, axes = plt.subplots(figsize=(6.4, 3.8))
     drawn = False
-    for what, label in (("release", "a release hands budget on"), ("give up", "a waiter gives up")):
-        points = _points(rows, f"{what} vs queue length")
-        if not points:
-            continue
-        drawn = True
-        xs = [float(row["x"]) for row in points]  # type: ignore[arg-type]
-        ys = [float(row["value"]) / 1_000 for row in points]  # type: ignore[arg-type]
-        axes.plot(xs, ys, marker="o", label=label)
+    series = (
+        ("release", "a release hands budget on", "tab:blue"),
+        ("give up", "a waiter gives up", "tab:orange"),
+    )
+    for what, label, color in series:
+        for found, style, suffix in ((before or [], "--", " (before)"), (rows, "-", "")):
+            points = _points(found, f"{what} vs queue length")
+            if not points:
+                continue
+            drawn = True
+            xs = [float(row["x"]) for row in points]  # type: ignore[arg-type]
+            ys = [float(row["value"]) / 1_000 for row in points]  # type: ignore[arg-type]
+            axes.plot(xs, ys, marker="o", linestyle=style, color=color, label=label + suffix)
     if not drawn:
         plt.close(figure)
         return None
@@ -155,16 +178,22 @@ def _goals_chart(rows: list[Row], out: Path) -> Path | None:
         label="goal",
         zorder=3,
     )
+    for y, (_, ratio, _) in enumerate(found):
+        axes.annotate(
+            f"{ratio:.2f}", (ratio, y), xytext=(4, 0), textcoords="offset points", va="center"
+        )
     axes.invert_yaxis()
-    axes.set_xlabel("x the baseline (median); goal in red")
+    axes.set_xlim(right=max(max(r, g) for _, r, g in found) * 1.15)
+    axes.set_xlabel("x the baseline (median)")
     axes.set_title("In-memory figures against their goals (asyncio)")
     axes.grid(True, axis="x", alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return _save(figure, out, "goals.png")
 
 
-def draw(rows: list[Row], out: Path) -> list[Path]:
-    """Every chart the rows allow, as PNG files in *out*; their paths."""
+def draw(rows: list[Row], out: Path, before: list[Row] | None = None) -> list[Path]:
+    """Every chart the rows allow, as PNG files in *out*; their paths. Rows measured
+    *before* a change, if given, are drawn dashed beside the scaling curves."""
     charts = [
         _goals_chart(rows, out),
         _ratio_curve(
@@ -174,6 +203,7 @@ def draw(rows: list[Row], out: Path) -> list[Path]:
             title="Round trip against the number of dimensions",
             out=out,
             name="round-trip-vs-dimensions.png",
+            before=before,
         ),
         _ratio_curve(
             rows,
@@ -182,8 +212,9 @@ def draw(rows: list[Row], out: Path) -> list[Path]:
             title="Round trip against the depth of the budget tree",
             out=out,
             name="round-trip-vs-depth.png",
+            before=before,
         ),
-        _queue_chart(rows, out),
+        _queue_chart(rows, out, before),
         _redis_chart(rows, "processes", out),
         _redis_chart(rows, "budgets", out),
     ]

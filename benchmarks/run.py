@@ -21,12 +21,17 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help="default: all")
+    parser.add_argument("suites", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--plot", action="store_true", help="draw the scaling curves")
     parser.add_argument("--out", type=Path, default=HERE.parent / "docs/assets/performance")
     parser.add_argument("--json", type=Path, help="also write every row to this file")
     parser.add_argument("--repeats", type=int, help="repetitions per figure")
+    parser.add_argument("--replot", type=Path, help="draw from rows saved with --json, only")
+    parser.add_argument("--before", type=Path, help="rows saved earlier, drawn dashed")
     args = parser.parse_args(argv)
+    unknown = set(args.suites) - set(SUITES)
+    if unknown:
+        parser.error(f"unknown suites: {', '.join(sorted(unknown))}")
     # Run as a script, Python puts benchmarks/ first on the path, where benchmarks/redis.py
     # would shadow redis-py: import the suites as a package from the project root instead.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
@@ -34,6 +39,13 @@ def main(argv: list[str]) -> int:
     from benchmarks import _timing
 
     rows: list[dict[str, object]] = []
+    before = json.loads(args.before.read_text()) if args.before else None
+    if args.replot:
+        from benchmarks import plot
+
+        for path in plot.draw(json.loads(args.replot.read_text()), args.out, before):
+            print(f"wrote {path}")
+        return 0
     for name in args.suites or SUITES:
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"\n== {name} ==", flush=True)
@@ -49,7 +61,7 @@ def main(argv: list[str]) -> int:
     if args.plot:
         from benchmarks import plot
 
-        for path in plot.draw(rows, args.out):
+        for path in plot.draw(rows, args.out, before):
             print(f"wrote {path}")
     return 0
 
