@@ -52,8 +52,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks, each reported as a ratio to a baseline measured in the same run."""
-    session.install("-e", EXTRAS, "uvloop")
+    """Benchmarks, each reported as a ratio to a baseline measured in the same run;
+    ``nox -s bench -- --plot`` also draws the scaling curves for the docs."""
+    session.install("-e", EXTRAS, "uvloop", "matplotlib")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

@@ -42,13 +42,7 @@ store) are not held to a layer, nor counted as one."""
 NAMEDTUPLE_API: Final = frozenset({"_replace", "_asdict", "_fields", "_make"})
 """Public methods of named tuples (``urlsplit(url)._replace(...)``), underscore or not."""
 
-SEAMS_IN_REWORK: Final = {
-    # Budget and Reservation share state through private names, and MemoryStore reads
-    # its wait queue's: both pairs are being given explicit seams on another branch.
-    "aiobudget._budget": {"_enter", "_denial"},
-    "aiobudget._reservation": {"_account", "_denied", "_local", "_vector"},
-    "aiobudget.stores.memory": {"_blocked"},
-}
+SEAMS_IN_REWORK: Final[dict[str, set[str]]] = {}
 """Private reads across modules known today, each waiting for a seam: none may be added."""
 
 

@@ -16,7 +16,15 @@ from ._errors import (
     RequestLimitExceeded,
 )
 from ._period import Period
-from ._reservation import OnUnrecorded, Reservation
+from ._reservation import (
+    PATIENT,
+    OnUnrecorded,
+    Options,
+    Reservation,
+    enter,
+    plain,
+    try_enter,
+)
 from ._seeds import BudgetTokens, BudgetUnits
 from ._units import Usage
 from .kernel import (
@@ -33,7 +41,7 @@ from .kernel import (
 from .protocols import Account, LocalAccount, Repairable, Store
 from .stores.memory import MemoryStore
 
-__all__ = ["Amounts", "Budget", "Callback"]
+__all__ = ["Amounts", "Budget", "BudgetCore", "Callback"]
 
 Amounts = Union[Usage, Mapping[str, int]]  # noqa: UP007 - a runtime alias on Python 3.10
 """What an amount argument accepts besides keywords: a `Usage` or ``{dimension: int}``."""
@@ -42,6 +50,132 @@ _ON_UNRECORDED: Final = frozenset(get_args(OnUnrecorded))
 
 Callback = Callable[[str | None, Verdict], Union[Awaitable[None], None]]  # noqa: UP007
 """``on_warn`` / ``on_exhausted``: called with the budget's name and the verdict."""
+
+
+@final
+class BudgetCore:
+    """What a budget's reservations use of it: its account in the store, amount
+    validation, and its policies for denials and crossings (logs and callbacks).
+
+    One per `Budget`, built with it; a `Reservation` holds it, never the `Budget`'s
+    private fields. ``vector_of`` validates a mapping of amounts in one call (the
+    account's own validation), for the hot paths.
+    """
+
+    __slots__ = (
+        "account",
+        "budget",
+        "dims",
+        "lineage",
+        "local",
+        "name",
+        "on_exhausted",
+        "on_warn",
+        "vector_of",
+    )
+
+    def __init__(
+        self,
+        budget: Budget,
+        account: Account,
+        parent: BudgetCore | None,
+        on_warn: Callback | None,
+        on_exhausted: Callback | None,
+    ) -> None:
+        self.budget = budget
+        self.name = budget.name
+        self.account = account
+        self.local = account if isinstance(account, LocalAccount) else None
+        self.dims = account.dims
+        self.vector_of = account.vector
+        self.on_warn = on_warn
+        self.on_exhausted = on_exhausted
+        # This budget's core and its ancestors', leaf first: a crossing's level indexes it.
+        self.lineage: tuple[BudgetCore, ...] = (self, *(parent.lineage if parent else ()))
+
+    def vector(self, amounts: Amounts | None, dims: Mapping[str, object]) -> tuple[int, ...]:
+        """*amounts* (a `Usage`, a mapping or None) plus the keyword *dims*, validated."""
+        account = self.account
+        if amounts is None:
+            return account.vector(dims)
+        if isinstance(amounts, Usage):
+            vector = account.vector(amounts.amounts(self.dims))
+        elif isinstance(amounts, Mapping):
+            vector = account.vector(amounts)
+        else:
+            raise InvalidAmount(
+                f"amounts must be a Usage or a mapping of dimension to int, not {amounts!r}",
+                value=amounts,
+            )
+        if not dims:
+            return vector
+        extra = account.vector(dims)
+        return tuple(min(a + b, MAX_AMOUNT) for a, b in zip(vector, extra))
+
+    def caps(self, request_limit: Amounts) -> tuple[int, ...]:
+        """A request limit as per-dimension caps (``2**63 - 1`` where it names nothing)."""
+        if isinstance(request_limit, Usage):
+            request_limit = {k: v for k, v in request_limit.amounts(self.dims).items() if v}
+        elif not isinstance(request_limit, Mapping):
+            raise InvalidAmount(
+                f"request_limit must be a Usage or a mapping of dimension to int, "
+                f"not {request_limit!r}",
+                value=request_limit,
+            )
+        named = self.account.vector(request_limit)
+        return tuple(
+            cap if dim in request_limit else MAX_AMOUNT for dim, cap in zip(self.dims, named)
+        )
+
+    def log_denial(self, denial: Denial) -> None:
+        """Log a reservation the store refused."""
+        _log.logger.info(
+            _log.DENIED,
+            budget=self.name,
+            level=denial.budget,
+            dim=denial.dim,
+            requested=denial.requested,
+            remaining=denial.remaining,
+            reason="queued" if denial.queued else "impossible" if denial.impossible else "full",
+        )
+
+    def denied(self, denial: Denial) -> BudgetExhausted:
+        """Log a refused reservation and return the error to raise for it."""
+        self.log_denial(denial)
+        reason = None
+        if denial.queued:
+            reason = "earlier waiting reservations come first"
+        elif denial.impossible:
+            reason = "spent alone rules it out; waiting cannot help"
+        return BudgetExhausted(
+            dim=denial.dim,
+            requested=denial.requested,
+            remaining=denial.remaining,
+            budget=denial.budget,
+            reason=reason,
+            resets_at=denial.resets_at,
+        )
+
+    async def announce(self, outcome: Outcome) -> None:
+        """Log each crossing once and call the owning budget's callback."""
+        for crossing in outcome.crossings:
+            verdict = crossing.verdict
+            owner = self.lineage[crossing.level]
+            if verdict.status is Status.EXHAUSTED:
+                event, callback = _log.EXHAUSTED, owner.on_exhausted
+            else:
+                event, callback = _log.WARN, owner.on_warn
+            _log.logger.warning(event, budget=crossing.budget, dim=verdict.dim)
+            if callback is None:
+                continue
+            try:
+                result = callback(crossing.budget, verdict)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # noqa: BLE001 - a callback must not break accounting
+                _log.logger.error(
+                    _log.CALLBACK_FAILED, budget=crossing.budget, crossing=event, error=repr(exc)
+                )
 
 
 @final
@@ -63,17 +197,7 @@ class Budget:
     between processes).
     """
 
-    __slots__ = (
-        "_account",
-        "_lineage",
-        "_local",
-        "_on_exhausted",
-        "_on_warn",
-        "_parent",
-        "_period",
-        "_store",
-        "name",
-    )
+    __slots__ = ("_account", "_core", "_parent", "_period", "_store", "name")
 
     def __init__(
         self,
@@ -102,8 +226,6 @@ class Budget:
         self._store: Store = store if store is not None else MemoryStore()
         self._parent = _parent
         self._period = period
-        self._on_warn = on_warn
-        self._on_exhausted = on_exhausted
         # A store that knows nothing of periods is still a store: *period* only if given.
         extra = {} if period is None else {"period": period}
         self._account: Account = self._store.open(
@@ -113,8 +235,9 @@ class Budget:
             update_limits=update_limits,
             **extra,
         )
-        self._local = self._account if isinstance(self._account, LocalAccount) else None
-        self._lineage: tuple[Budget, ...] = (self, *(_parent._lineage if _parent else ()))
+        self._core: BudgetCore = BudgetCore(
+            self, self._account, _parent._core if _parent else None, on_warn, on_exhausted
+        )
 
     def __repr__(self) -> str:
         return f"<Budget {self.name!r} dims={self.dims} store={self._store!r}>"
@@ -140,40 +263,6 @@ class Budget:
     def period(self) -> Period | None:
         """When ``spent`` goes back to 0 by itself, as this budget was built; or None."""
         return self._period
-
-    # -- amounts ------------------------------------------------------------------------
-
-    def _vector(self, amounts: Amounts | None, dims: Mapping[str, object]) -> tuple[int, ...]:
-        account = self._account
-        if amounts is None:
-            return account.vector(dims)
-        if isinstance(amounts, Usage):
-            vector = account.vector(amounts.amounts(account.dims))
-        elif isinstance(amounts, Mapping):
-            vector = account.vector(amounts)
-        else:
-            raise InvalidAmount(
-                f"amounts must be a Usage or a mapping of dimension to int, not {amounts!r}",
-                value=amounts,
-            )
-        if not dims:
-            return vector
-        extra = account.vector(dims)
-        return tuple(min(a + b, MAX_AMOUNT) for a, b in zip(vector, extra))
-
-    def _caps(self, request_limit: Amounts) -> tuple[int, ...]:
-        if isinstance(request_limit, Usage):
-            request_limit = {k: v for k, v in request_limit.amounts(self.dims).items() if v}
-        elif not isinstance(request_limit, Mapping):
-            raise InvalidAmount(
-                f"request_limit must be a Usage or a mapping of dimension to int, "
-                f"not {request_limit!r}",
-                value=request_limit,
-            )
-        named = self._account.vector(request_limit)
-        return tuple(
-            cap if dim in request_limit else MAX_AMOUNT for dim, cap in zip(self.dims, named)
-        )
 
     # -- reservations -------------------------------------------------------------------
 
@@ -213,9 +302,29 @@ class Budget:
         uses it as the lease's time to live; `MemoryStore` refunds it at the next
         operation past the deadline, by the store's clock.
         """
-        vector = self._account.vector(dims) if amounts is None else self._vector(amounts, dims)
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        core = self._core
+        if amounts is None:
+            vector = core.vector_of(dims)
+        elif type(amounts) is dict and not dims:
+            vector = core.vector_of(amounts)
+        else:
+            vector = core.vector(amounts, dims)
+        if (
+            timeout is None
+            and use_headroom is False
+            and request_limit is None
+            and on_unrecorded == "refund"
+            and ttl is None
+        ):
+            return plain(core, vector)  # the defaults: nothing more to check
+        if (
+            timeout is not None
+            and not (type(timeout) is float and timeout >= 0)  # the common case, tested first
+            and (
+                isinstance(timeout, bool)
+                or not isinstance(timeout, int | float)
+                or not timeout >= 0  # NaN too
+            )
         ):
             raise ValueError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
         if on_unrecorded not in _ON_UNRECORDED:
@@ -227,7 +336,7 @@ class Budget:
             _check_ttl(ttl)
         caps = None
         if request_limit is not None:
-            caps = self._caps(request_limit)
+            caps = core.caps(request_limit)
             i = first_over(vector, caps)
             if i >= 0:
                 _log.logger.info(
@@ -241,7 +350,15 @@ class Budget:
                 raise RequestLimitExceeded(
                     dim=self.dims[i], requested=vector[i], limit=caps[i], budget=self.name
                 )
-        return Reservation(self, vector, timeout, use_headroom, caps, on_unrecorded, ttl)
+        if (
+            timeout == math.inf
+            and caps is None
+            and not use_headroom
+            and on_unrecorded == "refund"
+            and ttl is None
+        ):
+            return Reservation(core, vector, PATIENT)
+        return Reservation(core, vector, Options(timeout, use_headroom, caps, on_unrecorded, ttl))
 
     async def acquire(
         self,
@@ -274,7 +391,7 @@ class Budget:
             ttl=ttl,
             **dims,
         )
-        return await reservation.__aenter__()
+        return await enter(reservation)
 
     async def try_reserve(
         self,
@@ -303,38 +420,11 @@ class Budget:
             ttl=ttl,
             **dims,
         )
-        if await reservation._enter():
+        denial = await try_enter(reservation)
+        if denial is None:
             return reservation
-        assert reservation._denial is not None
-        self._log_denial(reservation._denial)
+        self._core.log_denial(denial)
         return None
-
-    def _log_denial(self, denial: Denial) -> None:
-        _log.logger.info(
-            _log.DENIED,
-            budget=self.name,
-            level=denial.budget,
-            dim=denial.dim,
-            requested=denial.requested,
-            remaining=denial.remaining,
-            reason="queued" if denial.queued else "impossible" if denial.impossible else "full",
-        )
-
-    def _denied(self, denial: Denial) -> BudgetExhausted:
-        self._log_denial(denial)
-        reason = None
-        if denial.queued:
-            reason = "earlier waiting reservations come first"
-        elif denial.impossible:
-            reason = "spent alone rules it out; waiting cannot help"
-        return BudgetExhausted(
-            dim=denial.dim,
-            requested=denial.requested,
-            remaining=denial.remaining,
-            budget=denial.budget,
-            reason=reason,
-            resets_at=denial.resets_at,
-        )
 
     # -- direct operations ----------------------------------------------------------------
 
@@ -346,7 +436,7 @@ class Budget:
         Never refused, unless *strict*: then a charge that would pass a limit raises
         `BudgetExceeded` and changes nothing.
         """
-        vector = self._vector(amounts, dims)
+        vector = self._core.vector(amounts, dims)
         check_flag(strict, "strict")
         try:
             outcome = await self._account.charge(vector, strict=strict)
@@ -369,7 +459,7 @@ class Budget:
                 status=outcome.verdict.status.value,
             )
         if outcome.crossings:
-            await self._announce(outcome)
+            await self._core.announce(outcome)
         return outcome.verdict
 
     async def snapshot(self) -> Snapshot:
@@ -405,7 +495,7 @@ class Budget:
             _log.LIMITS_UPDATED, budget=self.name, limits={d: v.limit for d, v in new.items()}
         )
         if outcome.crossings:
-            await self._announce(outcome)
+            await self._core.announce(outcome)
         return outcome.verdict
 
     # -- hierarchy ----------------------------------------------------------------------
@@ -455,29 +545,6 @@ class Budget:
     def as_token_budget(self) -> BudgetTokens:
         """This budget as a `TokenBudget` (over ``tokens``, or input and output tokens)."""
         return BudgetTokens(self)
-
-    # -- observability ----------------------------------------------------------------
-
-    async def _announce(self, outcome: Outcome) -> None:
-        """Log each crossing once and call the owning budget's callback."""
-        for crossing in outcome.crossings:
-            verdict = crossing.verdict
-            owner = self._lineage[crossing.level]
-            if verdict.status is Status.EXHAUSTED:
-                event, callback = _log.EXHAUSTED, owner._on_exhausted
-            else:
-                event, callback = _log.WARN, owner._on_warn
-            _log.logger.warning(event, budget=crossing.budget, dim=verdict.dim)
-            if callback is None:
-                continue
-            try:
-                result = callback(crossing.budget, verdict)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:  # noqa: BLE001 - a callback must not break accounting
-                _log.logger.error(
-                    _log.CALLBACK_FAILED, budget=crossing.budget, crossing=event, error=repr(exc)
-                )
 
 
 def _check_ttl(ttl: object) -> None:

@@ -1,200 +1,425 @@
 """A first-come-first-served wait queue with hand-over, for reservations that wait.
 
-The rule: whoever frees budget (a settle, a release, a reset, a waiter giving up) runs
+Whoever frees budget (a settle, a release, a reset, a waiter giving up) calls
 `WaitQueue.grant` under the store's lock. It walks the queue from the head and
 *reserves on behalf of* each waiter that now fits before waking it, so the woken task
-owns its reservation the moment it is signalled. Nothing can slip in between the
-wake-up and the woken task resuming (anyio #1170), and a waiter cancelled in the same
-tick it was granted finds its reservation and gives it back, passing it on (anyio #947).
+owns its reservation the moment it is signalled: nothing can slip in between the wake-up
+and the woken task resuming (anyio #1170), and a waiter cancelled in the tick it was
+granted finds its reservation and gives it back, passing it on (anyio #947).
 
-A waiter that spend has made impossible (only a reset or new limits could let it in)
-is failed at once, wherever it stands in the queue. To keep that cheap, the queue keeps
-an upper bound of what its waiters ask per level and scans only when spend could rule
-the largest ask out.
+A waiter that does not fit *holds back* the requests that compete with it: those that
+ask something (> 0) of a dimension it asks, at a level of its chain from its own budget
+up to the level that refused it (a reservation allowed into headroom is held back there
+whatever it asks, since it can fill a dimension past what the waiter may use). Neither
+later waiters nor reservations that do not wait overtake it there, so a large request is
+not starved by a stream of small ones, while requests that ask nothing of what it waits
+for, and waiters on other branches of a budget tree, still proceed. Only waiters that now
+fit are woken, and nothing polls.
 
-Fairness: a waiter that does not fit *blocks* the budget level that said no, so later
-waiters (and non-waiting reservations) touching that level cannot overtake it: a large
-request is not starved by a stream of small ones. Waiters behind it on unrelated
-branches of a budget tree still proceed. Only waiters that can now fit are woken (no
-thundering herd), and nothing polls.
+A waiter that spend has made impossible (only a reset or new limits could let it in) is
+failed at once, wherever it stands. An upper bound of what the waiters ask per level
+keeps that check O(levels) until the bound says someone may be ruled out.
 
-Wake-ups cross threads and event loops: a waiter remembers its loop's token, and a
-releaser in another thread schedules the wake-up there.
+Every operation is O(levels x dimensions) but `grant`, which walks the queue until no
+waiter behind can be granted: when the head is refused at the root on a dimension every
+waiter asks, that is the head alone, however long the queue.
+
+A waiter on an asyncio loop parks on a bare future of that loop; under any other
+library (Trio) on an anyio event. Both wake from any thread.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import math
+import sys
 import threading
-from collections import deque
-from typing import final
+from collections import OrderedDict
+from itertools import compress, count
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
-from anyio.lowlevel import EventLoopToken, current_token
+from anyio.lowlevel import current_token
 
-from .kernel import Chain, Denial, Lease, Ledger
+from .kernel import Chain, Lease, Ledger
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from anyio.lowlevel import EventLoopToken
+
+    from .kernel import Denial
 
 __all__ = ["WaitQueue", "Waiter"]
+
+_get_running_loop: Final = asyncio.get_running_loop
+_get_ident: Final = threading.get_ident
+_FOREVER: Final = math.inf
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, or None when no loop runs in this thread."""
+    try:
+        return _get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop running the current task, or None under another library."""
+    loop = _running_loop()
+    if loop is None:
+        return None
+    sniffio = sys.modules.get("sniffio")
+    if (
+        sniffio is not None
+        and (sniffio.thread_local.name or sniffio.current_async_library_cvar.get() or "asyncio")
+        != "asyncio"
+    ):
+        return None  # e.g. a Trio task running in guest mode on top of this loop
+    return loop
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @final
 class Waiter:
-    """One waiting reservation: what it asks, and how to wake its task."""
+    """One waiting reservation: what it asks, where it holds others back, how to wake it.
+
+    ``prefix`` is how many levels of its chain, from its own budget up, it holds back
+    (0 while it is itself held back by an earlier waiter).
+    """
 
     __slots__ = (
         "_event",
+        "_future",
         "_thread",
+        "_timer",
         "_token",
         "amounts",
-        "blocked",
+        "asked",
+        "at",
         "chain",
         "denial",
         "lease",
+        "levels",
+        "prefix",
+        "timeout",
+        "ttl",
         "use_headroom",
     )
 
-    def __init__(self, chain: Chain, amounts: tuple[int, ...], use_headroom: bool) -> None:
+    # Set under other libraries than asyncio only (an asyncio waiter has a future).
+    _event: anyio.Event
+    _token: EventLoopToken
+    _thread: int
+
+    def __init__(
+        self,
+        chain: Chain,
+        amounts: tuple[int, ...],
+        use_headroom: bool,
+        timeout: float,
+        levels: tuple[tuple[int, ...], ...] | None = None,
+    ) -> None:
         self.chain = chain
         self.amounts = amounts
         self.use_headroom = use_headroom
+        self.timeout = timeout  # seconds (math.inf: no deadline)
+        if levels is None:
+            levels = chain.project(amounts)
+        self.levels = levels  # what it asks at each level (``chain.project(amounts)``)
+        # Positions of what it asks (> 0) at each level: what it competes for there.
+        if len(levels) == 1:
+            self.asked: tuple[tuple[int, ...], ...] = (tuple(compress(count(), amounts)),)
+        else:
+            self.asked = tuple(tuple(compress(count(), held)) for held in levels)
+        self.prefix = 0
+        self.at: Ledger | None = None  # the level it waits at, for statistics
+        self.ttl: float | None = None  # the store's: a deadline for the granted lease
         self.lease: Lease | None = None  # set when granted
         self.denial: Denial | None = None  # set when waiting became useless
-        self.blocked: Ledger | None = None  # the level that last said no
-        self._event = anyio.Event()
-        self._token: EventLoopToken = current_token()
-        self._thread = threading.get_ident()
+        self._timer: asyncio.TimerHandle | None = None
+        loop = _asyncio_loop()
+        if loop is not None:
+            self._future: asyncio.Future[None] | None = loop.create_future()
+        else:
+            self._future = None
+            self._event = anyio.Event()
+            self._token = current_token()
+            self._thread = _get_ident()
 
-    @property
-    def done(self) -> bool:
-        """Granted, or told that waiting cannot help."""
-        return self.lease is not None or self.denial is not None
+    def wait(self) -> Awaitable[object]:
+        """Something to await until `wake` is called or the timeout passes. Call `stop`
+        once it is over, however it ended."""
+        future = self._future
+        if future is None:
+            return self._wait_event(self.timeout)
+        if self.timeout != _FOREVER:
+            self._timer = future.get_loop().call_later(self.timeout, _resolve, future)
+        return future
 
-    async def wait(self) -> None:
-        """Until `wake` is called."""
-        await self._event.wait()
+    async def _wait_event(self, timeout: float) -> None:
+        assert self._event is not None
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+
+    def stop(self) -> None:
+        """Cancel the timer of a finished wait (in the waiter's own thread)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def wake(self) -> None:
-        """Wake the waiting task, from any thread."""
-        if threading.get_ident() == self._thread:
-            self._event.set()
-            return
-        token = self._token
-        # A loop that finished has no task left to wake.
-        with contextlib.suppress(anyio.RunFinishedError):
-            token.backend_class.run_sync_soon(self._event.set, (), token.native_token)
+        """Wake the waiting task, from any thread. A loop that finished has no task left
+        to wake, so that failure is ignored."""
+        future = self._future
+        try:
+            if future is not None:
+                loop = future.get_loop()
+                if _running_loop() is loop:
+                    _resolve(future)
+                else:
+                    loop.call_soon_threadsafe(_resolve, future)
+            elif _get_ident() == self._thread:
+                self._event.set()
+            else:
+                token = self._token
+                token.backend_class.run_sync_soon(self._event.set, (), token.native_token)
+        except (RuntimeError, anyio.RunFinishedError):  # the loop is closed
+            pass
 
 
 @final
 class WaitQueue:
-    """The waiters of one budget tree, in arrival order. Use under the store's lock."""
+    """The waiters of one budget tree, in arrival order. Use under the store's lock.
 
-    __slots__ = ("_blocked", "_largest", "_queue")
+    ``waiting`` is the number of queued waiters (read it, never write it).
+    """
+
+    __slots__ = (
+        "_asks",
+        "_at",
+        "_held",
+        "_largest",
+        "_largest_headroom",
+        "_queue",
+        "_recorded",
+        "waiting",
+    )
 
     def __init__(self) -> None:
-        self._queue: deque[Waiter] = deque()
-        self._blocked: dict[Ledger, int] = {}  # level -> waiters it holds back
-        # level -> per-dimension upper bound of what queued waiters ask there
+        self._queue: OrderedDict[Waiter, None] = OrderedDict()  # O(1) removal anywhere
+        self.waiting = 0
+        # The record of who holds what back: per level, per dimension, how many of the
+        # waiters holding that level back ask it, then (last) how many hold it back.
+        self._held: dict[Ledger, list[int]] = {}
+        self._recorded = 0  # waiters holding something back
+        self._at: dict[Ledger, int] = {}  # level -> queued waiters waiting at it
+        self._asks: list[int] = []  # per dimension of the root: queued waiters asking it
+        # level -> per-dimension upper bound of what waiters ask there (without, with
+        # headroom), so that finding waiters spend has ruled out rarely scans the queue
         self._largest: dict[Ledger, list[int]] = {}
+        self._largest_headroom: dict[Ledger, list[int]] = {}
 
-    def __len__(self) -> int:
-        return len(self._queue)
+    # -- who is held back -----------------------------------------------------------------
 
     def waiting_at(self, ledger: Ledger) -> int:
-        """How many queued waiters *ledger* holds back (O(1), for statistics)."""
-        return self._blocked.get(ledger, 0)
+        """How many queued waiters wait at *ledger* (refused there, or held back there by
+        an earlier waiter): O(1), for statistics."""
+        return self._at.get(ledger, 0)
 
-    def blocker(self, chain: Chain) -> Ledger | None:
-        """The first level of *chain* a queued waiter is blocked at, if any: a newcomer
-        must not jump the queue there."""
-        if self._blocked:
-            for ledger in chain.ledgers:
-                if ledger in self._blocked:
-                    return ledger
-        return None
-
-    def push(self, waiter: Waiter, blocked: Ledger) -> None:
-        """Queue *waiter*, held back at level *blocked*."""
-        self._queue.append(waiter)
-        self._block(waiter, blocked)
-        self._bound(waiter)
-
-    def _bound(self, waiter: Waiter) -> None:
-        for ledger, held in zip(waiter.chain.ledgers, waiter.chain.project(waiter.amounts)):
-            largest = self._largest.get(ledger)
-            if largest is None:
-                self._largest[ledger] = list(held)
-            else:
-                largest[:] = map(max, largest, held)
-
-    def fail_impossible(self) -> None:
-        """Fail the waiters that spend has ruled out, after spend grew or limits fell."""
-        if not self._queue or not any(
-            ledger.rules_out(largest) for ledger, largest in self._largest.items()
-        ):
-            return
-        failed = []
-        for waiter in self._queue:
-            if waiter.chain.impossible(waiter.amounts, use_headroom=waiter.use_headroom):
-                waiter.denial = waiter.chain.check(waiter.amounts, use_headroom=waiter.use_headroom)
-                failed.append(waiter)
-        for waiter in failed:
-            self.remove(waiter)
-            waiter.wake()
-        self._largest.clear()  # recompute the bound exactly from who is left
-        for waiter in self._queue:
-            self._bound(waiter)
-
-    def remove(self, waiter: Waiter) -> None:
-        """Take a waiter out (it gave up); the caller then calls `grant`."""
-        try:
-            self._queue.remove(waiter)
-        except ValueError:
-            return
-        self._block(waiter, None)
-
-    def _block(self, waiter: Waiter, ledger: Ledger | None) -> None:
-        old = waiter.blocked
+    def _place(self, waiter: Waiter, ledger: Ledger | None) -> None:
+        """Count *waiter* as waiting at *ledger* (None: nowhere, it left)."""
+        old = waiter.at
         if old is ledger:
             return
+        at = self._at
         if old is not None:
-            count = self._blocked[old] - 1
-            if count:
-                self._blocked[old] = count
-            else:
-                del self._blocked[old]
+            at[old] -= 1
         if ledger is not None:
-            self._blocked[ledger] = self._blocked.get(ledger, 0) + 1
-        waiter.blocked = ledger
+            at[ledger] = at.get(ledger, 0) + 1
+        waiter.at = ledger
+
+    def holds_back(
+        self, chain: Chain, asks: tuple[tuple[int, ...], ...], use_headroom: bool
+    ) -> tuple[int, int] | None:
+        """Where a newcomer asking *asks* (``chain.project(amounts)``) must queue behind a
+        waiter: the first level of *chain* (counted from the leaf) at which a waiter
+        holds it back, and the position there of the dimension it competes for. ``None``
+        when no waiter competes with it."""
+        if not self._recorded:
+            return None
+        for level, (ledger, amounts) in enumerate(zip(chain.ledgers, asks)):
+            counts = self._held.get(ledger)
+            if counts is not None and counts[-1]:  # kept, at zero, once nobody holds back
+                if use_headroom:
+                    return level, max(range(len(amounts)), key=amounts.__getitem__)
+                for i, amount in enumerate(amounts):
+                    if amount and counts[i]:
+                        return level, i
+        return None
+
+    def _record(self, waiter: Waiter, prefix: int) -> None:
+        """Make *waiter* hold back the first *prefix* levels of its chain (0: nothing)."""
+        old = waiter.prefix
+        if old == prefix:
+            return
+        if old:
+            self._count(waiter, old, -1)
+        if prefix:
+            self._count(waiter, prefix, 1)
+        self._recorded += (prefix > 0) - (old > 0)
+        waiter.prefix = prefix
+
+    def _count(self, waiter: Waiter, prefix: int, step: int) -> None:
+        held = self._held
+        ledgers, asked = waiter.chain.ledgers, waiter.asked
+        for k in range(prefix):
+            ledger = ledgers[k]
+            counts = held.get(ledger)
+            if counts is None:  # the last count is of the waiters holding this level back
+                counts = held[ledger] = [0] * (len(ledger.dims) + 1)
+            counts[-1] += step
+            for i in asked[k]:
+                counts[i] += step
+
+    # -- joining and leaving ----------------------------------------------------------------
+
+    def push(self, waiter: Waiter, refused_at: int | None) -> None:
+        """Queue *waiter*: refused at level *refused_at* of its chain, or held back by an
+        earlier waiter (``None``)."""
+        if refused_at is None:
+            behind = self.holds_back(waiter.chain, waiter.levels, waiter.use_headroom)
+            self._place(waiter, None if behind is None else waiter.chain.ledgers[behind[0]])
+        else:
+            self._place(waiter, waiter.chain.ledgers[refused_at])
+        self._queue[waiter] = None
+        self.waiting += 1
+        if refused_at is not None:
+            self._record(waiter, refused_at + 1)
+        asks = self._asks
+        if not asks:
+            asks.extend([0] * len(waiter.levels[-1]))
+        for i in waiter.asked[-1]:
+            asks[i] += 1
+        bounds = self._largest_headroom if waiter.use_headroom else self._largest
+        for ledger, amounts in zip(waiter.chain.ledgers, waiter.levels):
+            largest = bounds.get(ledger)
+            if largest is None:
+                bounds[ledger] = list(amounts)
+            else:
+                largest[:] = map(max, largest, amounts)
+
+    def remove(self, waiter: Waiter) -> None:
+        """Take a waiter out (granted, failed, or it gave up); after one gave up the caller
+        calls `grant`, since those it held back may now be free."""
+        if self._queue.pop(waiter, waiter) is waiter:  # not queued (any more)
+            return
+        self.waiting -= 1
+        self._place(waiter, None)
+        if waiter.prefix:
+            self._record(waiter, 0)
+        asks = self._asks
+        for i in waiter.asked[-1]:
+            asks[i] -= 1
+
+    # -- handing over ---------------------------------------------------------------------
+
+    def fail_impossible(self) -> None:
+        """Fail the waiters that spend has ruled out, after spend grew or limits fell.
+        The caller then calls `grant`: those they held back may now be free."""
+        if not self._queue or not (
+            _rules_out(self._largest, use_headroom=False)
+            or (self._largest_headroom and _rules_out(self._largest_headroom, use_headroom=True))
+        ):
+            return
+        failed = [
+            waiter
+            for waiter in self._queue
+            if waiter.chain.impossible(waiter.amounts, use_headroom=waiter.use_headroom)
+        ]
+        for waiter in failed:
+            waiter.denial = waiter.chain.check(waiter.amounts, use_headroom=waiter.use_headroom)
+            self.remove(waiter)
+            waiter.wake()
+        # Recompute the bounds exactly from who is left.
+        self._largest.clear()
+        self._largest_headroom.clear()
+        for waiter in self._queue:
+            bounds = self._largest_headroom if waiter.use_headroom else self._largest
+            for ledger, amounts in zip(waiter.chain.ledgers, waiter.levels):
+                largest = bounds.get(ledger)
+                if largest is None:
+                    bounds[ledger] = list(amounts)
+                else:
+                    largest[:] = map(max, largest, amounts)
 
     def grant(self) -> None:
         """Hand freed budget to the waiters that now fit, in order, and wake them.
 
-        Stops as soon as the tree's root is held back: every waiter behind would need it.
+        Walks from the head, noting what each waiter that does not fit holds back, and
+        stops once nobody behind can be let in.
         """
         queue = self._queue
         if not queue:
             return
-        held_back: set[Ledger] = set()
-        root = queue[0].chain.ledgers[-1]
+        everyone = len(queue)
+        unwalked = self._recorded  # records of waiters not walked yet
+        held: dict[Ledger, set[int]] = {}  # what the waiters walked so far hold back
         finished: list[Waiter] = []
+        asks = self._asks
         for waiter in queue:
+            if waiter.prefix:
+                unwalked -= 1
             chain = waiter.chain
-            blocked = next((ledger for ledger in chain.ledgers if ledger in held_back), None)
-            if blocked is None:
-                result = chain.reserve(waiter.amounts, use_headroom=waiter.use_headroom)
-                if isinstance(result, Lease):
-                    waiter.lease = result
-                    finished.append(waiter)
+            if held and _competes(waiter, held):
+                self._record(waiter, 0)
+                continue
+            level = chain.refusing_level(waiter.amounts, use_headroom=waiter.use_headroom)
+            if level is None:
+                lease = chain.reserve(waiter.amounts, waiter.use_headroom)
+                assert type(lease) is Lease  # it fits: checked just above
+                waiter.lease = lease
+                finished.append(waiter)
+                continue
+            self._record(waiter, level + 1)
+            self._place(waiter, chain.ledgers[level])
+            for ledger, asked in zip(chain.ledgers[: level + 1], waiter.asked):
+                dims = held.get(ledger)
+                if dims is None:
+                    held[ledger] = set(asked)
+                else:
+                    dims.update(asked)
+            # Refused at the root on a dimension every waiter asks: all behind are held
+            # back, and (no record left behind) none of them holds anything back.
+            if level == len(chain.ledgers) - 1 and not unwalked:
+                for i in waiter.asked[level]:
+                    if asks[i] == everyone:
+                        break
+                else:
                     continue
-                if result.impossible:
-                    waiter.denial = result
-                    finished.append(waiter)
-                    continue
-                blocked = chain.ledgers[result.level]
-                self._block(waiter, blocked)
-            held_back.add(blocked)
-            if root in held_back:
                 break
         for waiter in finished:
             self.remove(waiter)
             waiter.wake()
+
+
+def _rules_out(bounds: dict[Ledger, list[int]], *, use_headroom: bool) -> bool:
+    """Whether spend may rule out some waiter, judging by the bound of what they ask."""
+    for ledger, largest in bounds.items():
+        if ledger.rules_out(largest, use_headroom=use_headroom):
+            return True
+    return False
+
+
+def _competes(waiter: Waiter, held: dict[Ledger, set[int]]) -> bool:
+    """Whether an earlier waiter of this walk holds *waiter* back (see `WaitQueue`)."""
+    for ledger, asked in zip(waiter.chain.ledgers, waiter.asked):
+        dims = held.get(ledger)
+        if dims is not None and (waiter.use_headroom or not dims.isdisjoint(asked)):
+            return True
+    return False

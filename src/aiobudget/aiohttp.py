@@ -41,7 +41,7 @@ from ._http import (
     retry_after_value,
     settle_unrecorded,
 )
-from ._reservation import OnUnrecorded, Reservation
+from ._reservation import OnUnrecorded, Reservation, enter
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
@@ -197,10 +197,10 @@ class _Guard:
         budget = await resolve_budget(self._options.resolve, request, refuse="a web.HTTPException")
         reservation = budget.reserve(self._options.amounts, timeout=self._options.timeout)
         try:
-            await reservation.__aenter__()
+            await enter(reservation)
         except BudgetExhausted as exc:
             raise await self._denied(request, exc, budget) from exc
-        async with reservation:  # entered above: this only closes it, exactly once
+        async with reservation:  # held since enter() above: this only closes it, exactly once
             remaining = await budget.remaining() if self._options.headers else {}
             outer = request.get(_KEY)
             request[_KEY] = reservation

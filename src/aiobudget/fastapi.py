@@ -56,7 +56,7 @@ from ._http import (
     settle_unrecorded,
     until_reset,
 )
-from ._reservation import OnUnrecorded, Reservation
+from ._reservation import OnUnrecorded, Reservation, enter
 from .kernel import check_flag
 
 __all__ = [
@@ -187,7 +187,7 @@ class BudgetDependency:
         budget = await resolve_budget(self._options.resolve, request, refuse="an HTTPException")
         reservation = budget.reserve(self._options.amounts, timeout=self._options.timeout)
         try:
-            await reservation.__aenter__()
+            await enter(reservation)
         except BudgetExhausted as exc:
             denied = _denied(
                 exc,
@@ -199,7 +199,7 @@ class BudgetDependency:
             )
             _register_handler(request)
             raise denied from exc
-        async with reservation:  # entered above: this only closes it, exactly once
+        async with reservation:  # held since enter() above: this only closes it, exactly once
             request.scope[_SCOPE_KEY] = reservation
             if self._options.headers:
                 response.headers.update(remaining_headers(await budget.remaining()))

@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Final, NoReturn, final
 
@@ -300,17 +301,21 @@ class Ledger:
 
     __slots__ = (
         "_alert",
+        "_calm_hard",
+        "_calm_soft",
         "_hard",
         "_index",
         "_leases",
+        "_narrow",
         "_outcomes",
         "_peak",
-        "_reserved",
+        "_pick",
         "_soft",
         "_spent",
         "_used",
         "_verdicts",
         "_warn",
+        "_width",
         "_window",
         "dims",
         "limits",
@@ -328,9 +333,13 @@ class Ledger:
         self.dims: tuple[str, ...] = tuple(check_dim(dim) for dim in limits)
         self.limits: tuple[Limit, ...] = tuple(Limit.of(value) for value in limits.values())
         self._index = {dim: i for i, dim in enumerate(self.dims)}
+        self._pick = itemgetter(*self.dims)  # one value (not a tuple) when _narrow
+        self._width = len(self.dims)
+        self._narrow = self._width == 1
         self._spent = [0] * len(self.dims)
-        self._reserved = [0] * len(self.dims)
-        self._used = [0] * len(self.dims)  # spent + reserved, kept so checks add once
+        # spent + reserved: what every check and verdict compares, so it is kept rather
+        # than ``reserved`` (which is ``used - spent`` whenever it is asked for).
+        self._used = [0] * len(self.dims)
         self._set_caps()
         # Verdicts and quiet outcomes are built once, so the hot path allocates neither.
         self._verdicts = verdict_table(self.dims)
@@ -345,13 +354,15 @@ class Ledger:
         self._warn = tuple(_NEVER if limit.warn is None else limit.warn for limit in self.limits)
         # Below every alert level the verdict is CONTINUE, known without a second pass.
         self._alert = tuple(min(hard, warn) for hard, warn in zip(self._hard, self._warn))
+        # A reservation whose new total stays at or below "calm" both fits and stays
+        # below the alert level: one comparison per dimension in the common case.
+        self._calm_soft = tuple(min(cap, alert - 1) for cap, alert in zip(self._soft, self._alert))
+        self._calm_hard = tuple(min(cap, alert - 1) for cap, alert in zip(self._hard, self._alert))
 
     def __repr__(self) -> str:
         lines = ", ".join(
-            f"{dim}={spent}+{reserved}/{limit.limit}"
-            for dim, spent, reserved, limit in zip(
-                self.dims, self._spent, self._reserved, self.limits
-            )
+            f"{dim}={spent}+{used - spent}/{limit.limit}"
+            for dim, spent, used, limit in zip(self.dims, self._spent, self._used, self.limits)
         )
         return f"<Ledger {self.name!r} {lines}>"
 
@@ -365,11 +376,25 @@ class Ledger:
     @property
     def reserved(self) -> tuple[int, ...]:
         """What live reservations hold, per dimension."""
-        return tuple(self._reserved)
+        return tuple(used - spent for used, spent in zip(self._used, self._spent))
 
     def vector(self, amounts: Mapping[str, object]) -> tuple[int, ...]:
         """Validate *amounts* (dimension -> int) and return them as a tuple in this ledger's
         order; dimensions not named are 0. Raises `UnknownDimension` or `InvalidAmount`."""
+        if type(amounts) is dict and len(amounts) == self._width:
+            # The common shape, every dimension named (in any order): picked in C, and
+            # only the values are checked here.
+            try:
+                picked = self._pick(amounts)
+            except KeyError:
+                pass
+            else:
+                values: tuple[int, ...] = (picked,) if self._narrow else picked
+                for amount in values:
+                    if type(amount) is not int or amount < 0 or amount > MAX_AMOUNT:
+                        break
+                else:
+                    return values
         out = [0] * len(self.dims)
         index = self._index
         try:
@@ -418,7 +443,7 @@ class Ledger:
         return Snapshot(
             limits=MappingProxyType(dict(zip(self.dims, self.limits))),
             spent=MappingProxyType(self.mapping(self._spent)),
-            reserved=MappingProxyType(self.mapping(self._reserved)),
+            reserved=MappingProxyType(self.mapping(self.reserved)),
             remaining=MappingProxyType(self.mapping(remaining)),
             verdict=self.verdict(),
             held=self._leases,
@@ -431,8 +456,8 @@ class Ledger:
 
     def reset(self) -> Outcome:
         """Start a new period: ``spent`` goes to 0; live reservations stay counted."""
+        self._used = [used - spent for used, spent in zip(self._used, self._spent)]
         self._spent = [0] * len(self.dims)
-        self._used = list(self._reserved)
         code = self._code()
         self._peak = self._rank(code)
         return self._outcomes[code]
@@ -496,7 +521,10 @@ class Ledger:
         """True when ``spent`` alone leaves no room for *amounts* (in this ledger's order)."""
         check_flag(use_headroom, "use_headroom")
         caps = self._hard if use_headroom else self._soft
-        return any(spent + amount > cap for spent, amount, cap in zip(self._spent, amounts, caps))
+        for spent, amount, cap in zip(self._spent, amounts, caps):  # noqa: SIM110 - no generator
+            if spent + amount > cap:
+                return True
+        return False
 
     def _finish(self, code: int) -> Outcome:
         """The outcome for this ledger's new *code*, noting a first crossing."""
@@ -563,16 +591,38 @@ class Lease:
     def settle(self, actual: Sequence[int]) -> Outcome:
         """Release what is held and add *actual* (leaf dimensions) to ``spent``. Never
         refused: spend that happened is recorded, even past the limit."""
-        if len(actual) != len(self.amounts) and self.chain is not _CLOSED:
-            _wrong_length(actual, len(self.amounts))
-        chain = self._close()
-        if self._levels is None:
-            return _settle(chain.ledgers[0], self.amounts, actual)
-        outcomes = [
-            _settle(ledger, held, _project(actual, index))
-            for ledger, held, index in zip(chain.ledgers, self._levels, chain.indexes)
-        ]
-        return _combine(outcomes)
+        chain = self.chain
+        if chain is _CLOSED:
+            raise ReservationClosed("this reservation was already settled or released")
+        held = self.amounts
+        if len(actual) != chain._width:
+            _wrong_length(actual, chain._width)
+        self.chain = _CLOSED
+        if self._levels is None:  # one level: `_settle`, inlined on the hottest path
+            ledger = chain.leaf
+            ledger._leases -= 1
+            spent, used, alert = ledger._spent, ledger._used, ledger._alert
+            loud = False
+            i = 0
+            for hold in held:
+                amount = actual[i]
+                spent[i] += amount
+                total = used[i] = used[i] + amount - hold
+                if total >= alert[i]:
+                    loud = True
+                i += 1
+            if loud:
+                _clamp_spent(ledger)
+                return ledger._finish(ledger._code())
+            return ledger._outcomes[0]
+        outcomes = []
+        loud = False
+        for ledger, held, view in zip(chain.ledgers, self._levels, chain._views):
+            outcome = _settle(ledger, held, actual if view is None else _project(actual, view))
+            if outcome is not ledger._outcomes[0]:
+                loud = True
+            outcomes.append(outcome)
+        return _combine(outcomes) if loud else outcomes[0]
 
     def release(self) -> Outcome:
         """Give everything back untouched."""
@@ -584,22 +634,25 @@ class Lease:
         )
 
 
+_new_lease: Final = object.__new__
+
+
 def _settle(ledger: Ledger, held: Sequence[int], actual: Sequence[int]) -> Outcome:
-    spent, reserved, used, alert = ledger._spent, ledger._reserved, ledger._used, ledger._alert
+    spent, used, alert = ledger._spent, ledger._used, ledger._alert
     ledger._leases -= 1
     loud = False
     i = 0
     for hold in held:
-        reserved[i] -= hold
         amount = actual[i]
-        if amount:
-            total = spent[i] + amount
-            spent[i] = total if total <= MAX_AMOUNT else MAX_AMOUNT
-        total = used[i] = spent[i] + reserved[i]
+        spent[i] += amount
+        total = used[i] = used[i] + amount - hold
         if total >= alert[i]:
             loud = True
         i += 1
-    return ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
+    if loud:
+        _clamp_spent(ledger)
+        return ledger._finish(ledger._code())
+    return ledger._outcomes[0]
 
 
 def _add(ledger: Ledger, actual: Sequence[int]) -> Outcome:
@@ -607,32 +660,46 @@ def _add(ledger: Ledger, actual: Sequence[int]) -> Outcome:
     loud = False
     i = 0
     for amount in actual:
-        if amount:
-            total = spent[i] + amount
-            total = min(total, MAX_AMOUNT)
-            used[i] += total - spent[i]
-            spent[i] = total
-        if used[i] >= alert[i]:
+        spent[i] += amount
+        total = used[i] = used[i] + amount
+        if total >= alert[i]:
             loud = True
         i += 1
-    return ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
+    if loud:
+        _clamp_spent(ledger)
+        return ledger._finish(ledger._code())
+    return ledger._outcomes[0]
+
+
+def _clamp_spent(ledger: Ledger) -> None:
+    """Bring a ``spent`` that additions took past `MAX_AMOUNT` back to it (``used``
+    with it). Sums are added unclamped on the hot paths and clamped here, only after an
+    operation that reached an alert level: spent > MAX_AMOUNT means used >= spent is past
+    every alert level, which are at most MAX_AMOUNT."""
+    spent, used = ledger._spent, ledger._used
+    i = 0
+    for total in spent:
+        if total > MAX_AMOUNT:
+            used[i] -= total - MAX_AMOUNT
+            spent[i] = MAX_AMOUNT
+        i += 1
 
 
 def _release(ledger: Ledger, held: Sequence[int]) -> Outcome:
-    reserved, used = ledger._reserved, ledger._used
+    used = ledger._used
     ledger._leases -= 1
     i = 0
     for hold in held:
-        reserved[i] -= hold
         used[i] -= hold
         i += 1
     return ledger._outcomes[ledger._code()]  # totals only fell: nothing can cross
 
 
-def _project(vector: Sequence[int], index: tuple[int, ...] | None) -> tuple[int, ...]:
-    if index is None:
-        return tuple(vector)
-    return tuple(0 if j < 0 else vector[j] for j in index)
+def _project(vector: Sequence[int], view: tuple[int, ...] | None) -> tuple[int, ...]:
+    """*vector* (leaf order) as a level with *view* sees it (see `Chain`)."""
+    if view is None:
+        return tuple(vector)  # a tuple is returned as is, without a copy
+    return tuple(0 if j < 0 else vector[j] for j in view)
 
 
 def combine(outcomes: Sequence[Outcome]) -> Outcome:
@@ -695,7 +762,7 @@ class Chain:
     charged for it; a parent's dimension the leaf lacks is charged 0.
     """
 
-    __slots__ = ("indexes", "leaf", "ledgers")
+    __slots__ = ("_single", "_views", "_width", "indexes", "leaf", "ledgers")
 
     def __init__(self, ledgers: Sequence[Ledger]) -> None:
         if not ledgers:
@@ -708,70 +775,114 @@ class Chain:
             None,
             *(tuple(leaf_index.get(dim, -1) for dim in ledger.dims) for ledger in self.ledgers[1:]),
         )
+        # The same, with None for every level whose dimensions are the leaf's in the same
+        # order (a child that names none of its own): those levels reuse the leaf vector.
+        identity = tuple(range(len(self.leaf.dims)))
+        self._views = tuple(None if index == identity else index for index in self.indexes)
+        self._single = self.leaf if len(self.ledgers) == 1 else None
+        self._width = self.leaf._width
 
-    def reserve(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> Lease | Denial:
+    def reserve(self, amounts: tuple[int, ...], use_headroom: bool = False) -> Lease | Denial:
         """Hold *amounts* at every level, or change nothing and say where it does not fit.
 
         Fits when ``spent + reserved + amount <= limit - headroom`` on every dimension of
         every level (``<= limit`` with *use_headroom*).
         """
         check_flag(use_headroom, "use_headroom")
-        if len(amounts) != len(self.leaf._hard):
-            _wrong_length(amounts, len(self.leaf._hard))
-        if len(self.ledgers) == 1:
-            ledger = self.leaf
-            caps = ledger._hard if use_headroom else ledger._soft
-            used, alert = ledger._used, ledger._alert
-            loud = False
-            i = 0
-            for amount in amounts:
-                total = used[i] + amount
-                if total > caps[i]:
+        ledger = self._single
+        if ledger is None:
+            return self._reserve_levels(amounts, use_headroom)
+        used = ledger._used
+        if len(amounts) != ledger._width:
+            _wrong_length(amounts, ledger._width)
+        calm = ledger._calm_hard if use_headroom else ledger._calm_soft
+        loud = False
+        i = 0
+        for amount in amounts:  # held as checked; given back if a later one does not fit
+            total = used[i] + amount
+            if total > calm[i]:  # rare: past the alert level, or not fitting at all
+                if total > (ledger._hard if use_headroom else ledger._soft)[i]:
+                    for j in range(i):
+                        used[j] -= amounts[j]
                     return self._deny(0, i, amounts, use_headroom)
-                if total >= alert[i]:
-                    loud = True
-                i += 1
-            _hold(ledger, amounts)
-            outcome = ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
-            return Lease(self, amounts, None, outcome)
-        levels = tuple(_project(amounts, index) for index in self.indexes)
+                loud = True
+            used[i] = total
+            i += 1
+        # Built field by field: cheaper than a call to Lease(...) on the hottest path.
+        lease = _new_lease(Lease)
+        lease.chain = self
+        lease.amounts = amounts
+        lease.outcome = ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
+        lease._levels = None
+        ledger._leases += 1
+        return lease
+
+    def _reserve_levels(self, amounts: tuple[int, ...], use_headroom: bool) -> Lease | Denial:
+        if len(amounts) != self._width:
+            _wrong_length(amounts, self._width)
+        levels = tuple(
+            [amounts if view is None else _project(amounts, view) for view in self._views]
+        )
         for level, (ledger, held) in enumerate(zip(self.ledgers, levels)):
             i = _first_unfit(ledger, held, ledger._hard if use_headroom else ledger._soft)
             if i >= 0:
                 return self._deny(level, i, amounts, use_headroom)
-        outcomes = []
+        loud = False
         for ledger, held in zip(self.ledgers, levels):
-            _hold(ledger, held)
-            outcomes.append(ledger._finish(ledger._code()))
+            if _hold(ledger, held):
+                loud = True
+        if not loud:
+            return Lease(self, amounts, levels, self.leaf._outcomes[0])
+        outcomes = [ledger._finish(ledger._code()) for ledger in self.ledgers]
         return Lease(self, amounts, levels, _combine(outcomes))
+
+    def refusing_level(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> int | None:
+        """The first level (counted from the leaf) at which *amounts* would not fit now, or
+        ``None`` when they fit everywhere: `check` without building a `Denial`."""
+        check_flag(use_headroom, "use_headroom")
+        if len(amounts) != self._width:
+            _wrong_length(amounts, self._width)
+        ledger = self._single
+        if ledger is not None:
+            caps = ledger._hard if use_headroom else ledger._soft
+            return 0 if _first_unfit(ledger, amounts, caps) >= 0 else None
+        for level, (ledger, view) in enumerate(zip(self.ledgers, self._views)):
+            caps = ledger._hard if use_headroom else ledger._soft
+            if _first_unfit(ledger, _project(amounts, view), caps) >= 0:
+                return level
+        return None
 
     def check(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> Denial | None:
         """Where *amounts* would not fit now, or ``None`` if they would; changes nothing."""
         check_flag(use_headroom, "use_headroom")
-        if len(amounts) != len(self.leaf._hard):
-            _wrong_length(amounts, len(self.leaf._hard))
-        for level, (ledger, index) in enumerate(zip(self.ledgers, self.indexes)):
+        if len(amounts) != self._width:
+            _wrong_length(amounts, self._width)
+        for level, (ledger, view) in enumerate(zip(self.ledgers, self._views)):
             caps = ledger._hard if use_headroom else ledger._soft
-            i = _first_unfit(ledger, _project(amounts, index), caps)
+            i = _first_unfit(ledger, _project(amounts, view), caps)
             if i >= 0:
                 return self._deny(level, i, amounts, use_headroom)
         return None
 
     def project(self, amounts: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
         """*amounts* (leaf order) as seen by each level, leaf first."""
-        return tuple(_project(amounts, index) for index in self.indexes)
+        if self._single is not None:
+            return (amounts,)
+        return tuple(_project(amounts, view) for view in self._views)
 
     def impossible(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> bool:
         """True when ``spent`` alone rules *amounts* out at some level: no settle of live
         reservations can make them fit (only a reset or new limits can)."""
-        return any(
-            ledger.rules_out(_project(amounts, index), use_headroom=use_headroom)
-            for ledger, index in zip(self.ledgers, self.indexes)
-        )
+        if self._single is not None:
+            return self._single.rules_out(amounts, use_headroom=use_headroom)
+        for ledger, view in zip(self.ledgers, self._views):
+            if ledger.rules_out(_project(amounts, view), use_headroom=use_headroom):
+                return True
+        return False
 
     def _deny(self, level: int, i: int, amounts: tuple[int, ...], use_headroom: bool) -> Denial:
         ledger = self.ledgers[level]
-        held = _project(amounts, self.indexes[level])
+        held = _project(amounts, self._views[level])
         caps = ledger._hard if use_headroom else ledger._soft
         remaining = max(0, caps[i] - ledger._used[i])
         impossible = self.impossible(amounts, use_headroom=use_headroom)
@@ -788,11 +899,11 @@ class Chain:
         (``spent + reserved + amount > limit``), raise `BudgetExceeded` and change nothing.
         """
         check_flag(strict, "strict")
-        if len(amounts) != len(self.leaf._hard):
-            _wrong_length(amounts, len(self.leaf._hard))
-        if not strict and len(self.ledgers) == 1:
+        if len(amounts) != self._width:
+            _wrong_length(amounts, self._width)
+        if not strict and self._single is not None:
             return _add(self.leaf, amounts)
-        levels = [_project(amounts, index) for index in self.indexes]
+        levels = [_project(amounts, view) for view in self._views]
         if strict:
             for ledger, held in zip(self.ledgers, levels):
                 i = _first_unfit(ledger, held, ledger._hard)
@@ -813,20 +924,28 @@ class Chain:
 
 
 def _first_unfit(ledger: Ledger, amounts: Sequence[int], caps: Sequence[int]) -> int:
-    for i, (used, amount, cap) in enumerate(zip(ledger._used, amounts, caps)):
-        if used + amount > cap:
+    used = ledger._used
+    i = 0
+    for amount in amounts:
+        if used[i] + amount > caps[i]:
             return i
+        i += 1
     return -1
 
 
-def _hold(ledger: Ledger, amounts: Sequence[int]) -> None:
-    reserved, used = ledger._reserved, ledger._used
+def _hold(ledger: Ledger, amounts: Sequence[int]) -> bool:
+    """Add *amounts* to ``used`` and count the lease; True when a total reached the alert
+    level."""
+    used, alert = ledger._used, ledger._alert
     ledger._leases += 1
+    loud = False
     i = 0
     for amount in amounts:
-        reserved[i] += amount
-        used[i] += amount
+        total = used[i] = used[i] + amount
+        if total >= alert[i]:
+            loud = True
         i += 1
+    return loud
 
 
 _CLOSED: Final = Chain([Ledger({"closed": 0}, name="<closed>")])

@@ -22,7 +22,7 @@ from ._errors import ReservationClosed
 from .kernel import check_amount
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Mapping
     from types import TracebackType
 
     from ._period import Period
@@ -35,6 +35,7 @@ __all__ = [
     "LocalAccount",
     "Repairable",
     "Store",
+    "Ticket",
     "TokenBudget",
     "TokenHold",
     "TokenReservation",
@@ -131,13 +132,43 @@ class Account(Protocol):
 
 
 @runtime_checkable
+class Ticket(Protocol):
+    """A place in a `LocalAccount`'s wait queue."""
+
+    def wait(self) -> Awaitable[object]:
+        """Something to await until the account decides (or the timeout passes)."""
+        ...
+
+
+@runtime_checkable
 class LocalAccount(Account, Protocol):
     """An `Account` that needs no I/O and so also works without awaiting."""
 
     def reserve_nowait(
-        self, amounts: tuple[int, ...], *, use_headroom: bool, ttl: float | None = None
+        self, amounts: tuple[int, ...], use_headroom: bool = False, *, ttl: float | None = None
     ) -> Held | Denial:
         """`Account.reserve` without waiting."""
+        ...
+
+    def reserve_or_queue(
+        self,
+        amounts: tuple[int, ...],
+        use_headroom: bool,
+        timeout: float | None,
+        ttl: float | None = None,
+    ) -> tuple[Held | Denial, None] | tuple[None, Ticket]:
+        """`Account.reserve` up to the wait, synchronously: ``(answer, None)``, or
+        ``(None, ticket)`` when it must wait. Then ``await ticket.wait()`` and ask
+        `collect` for the answer; if that await raises (cancellation), call `give_up`
+        instead. (The whole wait is one await in the caller's own frame.)"""
+        ...
+
+    def collect(self, ticket: Ticket) -> Held | Denial:
+        """The answer for *ticket* once its wait is over."""
+        ...
+
+    def give_up(self, ticket: Ticket) -> None:
+        """Leave the queue after a wait that raised, passing on anything granted."""
         ...
 
     def settle_nowait(self, held: Held, actual: tuple[int, ...]) -> Outcome:

@@ -12,7 +12,12 @@ loop runs until every task is blocked, and the library must agree with the model
 - a strict charge is refused exactly when the model says it would pass a limit;
 - waiting is live and fair: walking the waiters in arrival order, each one that no
   earlier waiter holds back does not fit now (or it would have been granted), and could
-  fit once live reservations settle (or it would have been told so).
+  fit once live reservations settle (or it would have been told so); a newcomer that an
+  earlier waiter holds back is not granted.
+
+A waiter holds back, at every level of its chain from its own budget up to the first
+level that refuses it, the requests that ask something of a dimension it asks there
+(and every request allowed into headroom); requests that ask nothing it waits for pass.
 """
 
 # The house style is `assert expected == actual` (STYLE.md), which SIM300 calls Yoda.
@@ -148,7 +153,7 @@ class BudgetMachine(RuleBasedStateMachine):
         self, level: str, tokens: int, calls: int, timeout: float | None, use_headroom: bool
     ) -> None:
         task = Task(len(self.tasks), level, {TOKENS: tokens, CALLS: calls}, timeout, use_headroom)
-        jumps_the_queue = bool(self.held_back().intersection(CHAINS[level]))
+        jumps_the_queue = self.is_held_back(task, *self.held_back())
         self.tasks.append(task)
         self.portal.start_task_soon(task.run, self.budgets[level])
         self.quiesce()
@@ -259,15 +264,25 @@ class BudgetMachine(RuleBasedStateMachine):
             if was == "held":
                 self.settle_model(task)
 
-    def held_back(self) -> set[str]:
-        """The levels waiting tasks hold back, walking them in arrival order; checks on
-        the way that each waiter not held back by an earlier one does not fit now (or it
-        would have been granted) and could fit once live reservations settle (or it
-        would have been told it cannot)."""
-        held_back: set[str] = set()
+    @staticmethod
+    def is_held_back(task: Task, dims: set[tuple[str, str]], levels: set[str]) -> bool:
+        """Whether earlier waiters holding back *dims* ((level, dimension) pairs) and
+        *levels* hold *task* back."""
+        chain = CHAINS[task.level]
+        if task.use_headroom:
+            return bool(levels.intersection(chain))
+        return any((level, dim) in dims for level in chain for dim in DIMS if task.amounts[dim])
+
+    def held_back(self) -> tuple[set[tuple[str, str]], set[str]]:
+        """What waiting tasks hold back, walking them in arrival order: the (level,
+        dimension) pairs and the levels. Checks on the way that each waiter not held back
+        by an earlier one does not fit now (or it would have been granted) and could fit
+        once live reservations settle (or it would have been told it cannot)."""
+        dims: set[tuple[str, str]] = set()
+        levels: set[str] = set()
         for task in self.live("waiting"):
             chain = CHAINS[task.level]
-            if held_back.intersection(chain):
+            if self.is_held_back(task, dims, levels):
                 continue
             blocked = next(
                 (
@@ -287,8 +302,10 @@ class BudgetMachine(RuleBasedStateMachine):
                 for dim in DIMS
             )
             assert possible, f"task {task.number} can never fit but still waits"
-            held_back.add(blocked)
-        return held_back
+            for level in chain[: chain.index(blocked) + 1]:
+                levels.add(level)
+                dims.update((level, dim) for dim in DIMS if task.amounts[dim])
+        return dims, levels
 
     @invariant()
     def waiting_is_live_and_fair(self) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from aiobudget import (
     BudgetExceeded,
+    InvalidAmount,
     ReservationClosed,
 )
 from aiobudget.kernel import (
@@ -197,6 +198,57 @@ class TestChain:
             )
             == outcome
         )
+
+    def test_refusing_level_is_where_check_denies(self) -> None:
+        """refusing_level() names the level check() would deny at (leaf first), None
+        when the amounts fit everywhere, and changes nothing."""
+        leaf, root, chain = two_levels()
+        hold(chain, (0, 25, 0))
+        before = counters(leaf, root)
+        assert chain.refusing_level((1, 1, 1)) is None
+        assert 1 == chain.refusing_level((0, 6, 0))  # the root's b: 25 + 6 > 30
+        assert 0 == chain.refusing_level((0, 6, 101))  # the leaf's c first
+        assert 1 == chain.refusing_level((36, 0, 0))  # the root's headroom on a
+        assert chain.refusing_level((36, 0, 0), use_headroom=True) is None
+        for amounts in [(0, 6, 0), (0, 6, 101), (36, 0, 0)]:
+            denial = chain.check(amounts)
+            assert denial is not None
+            assert denial.level == chain.refusing_level(amounts)
+        assert before == counters(leaf, root)
+
+    def test_refusing_level_of_one_level(self) -> None:
+        """On a one-level chain: 0 when it does not fit, None when it does."""
+        _, chain = single({"a": 10})
+        assert (None, 0) == (chain.refusing_level((10,)), chain.refusing_level((11,)))
+
+    def test_a_child_with_its_parents_dimensions_in_order(self) -> None:
+        """A parent whose dimensions are the child's, in the same order, sees the
+        child's vector as it is: held, settled and released exactly."""
+        root = Ledger({"a": 10, "b": Limit(10, warn=5)}, name="root")
+        leaf = Ledger({"a": 100, "b": 100}, name="leaf")
+        chain = Chain([leaf, root])
+        lease = hold(chain, (2, 5))
+        assert Outcome(warn("b"), (Crossing("root", warn("b"), 1),)) == lease.outcome
+        assert [((0, 0), (2, 5)), ((0, 0), (2, 5))] == counters(leaf, root)
+        lease.settle((1, 1))
+        hold(chain, (3, 3)).release()
+        assert [((1, 1), (0, 0)), ((1, 1), (0, 0))] == counters(leaf, root)
+
+    @pytest.mark.parametrize("operation", ["reserve", "refusing level"])
+    @pytest.mark.parametrize("amounts", [(1,), (1, 1, 1, 1)])
+    def test_chain_of_levels_refuses_vectors_of_the_wrong_length(
+        self, operation: str, amounts: tuple[int, ...]
+    ) -> None:
+        """A chain of several levels refuses a vector of the wrong length too."""
+        leaf, root, chain = two_levels()
+        before = counters(leaf, root)
+        calls = {
+            "reserve": lambda: chain.reserve(amounts),
+            "refusing level": lambda: chain.refusing_level(amounts),
+        }
+        with pytest.raises(InvalidAmount):
+            calls[operation]()
+        assert before == counters(leaf, root)
 
     def test_reserve_reports_a_parent_crossing(self) -> None:
         """A reservation that brings only the parent to its limit reports the parent's."""

@@ -308,6 +308,32 @@ class TestLedgerVector:
             Ledger({"a": 10, "b": 10}).vector({"b": value})
         assert "b" == info.value.dim
 
+    @pytest.mark.parametrize("value", [True, 1.0, -1, MAX_AMOUNT + 1, "1", None])
+    def test_vector_naming_every_dimension_checks_each_amount(self, value: object) -> None:
+        """A mapping that names every dimension (the common shape) is checked all the
+        same: a bad amount is InvalidAmount naming its dimension."""
+        with pytest.raises(InvalidAmount) as info:
+            Ledger({"a": 10, "b": 10}).vector({"b": value, "a": 1})
+        assert "b" == info.value.dim
+        with pytest.raises(InvalidAmount):
+            Ledger({"a": 10}).vector({"a": value})
+
+    def test_vector_naming_as_many_dimensions_with_an_unknown_one(self) -> None:
+        """A mapping of as many names as dimensions, one of them unknown, is
+        UnknownDimension (not a missing dimension taken as 0)."""
+        with pytest.raises(UnknownDimension) as info:
+            Ledger({"a": 10, "b": 10}).vector({"a": 1, "z": 1})
+        assert "z" == info.value.dim
+
+    def test_vector_of_a_mapping_that_is_not_a_dict(self) -> None:
+        """Any mapping is accepted, a dict subclass included."""
+
+        class Counts(dict[str, int]):
+            pass
+
+        assert (1, 2) == Ledger({"a": 10, "b": 10}).vector(Counts(b=2, a=1))
+        assert (3,) == Ledger({"a": 10}).vector(MappingProxyType({"a": 3}))
+
     def test_mapping(self) -> None:
         """mapping() turns a vector back into a dict keyed by dimension."""
         assert {"a": 1, "b": 2} == Ledger({"a": 10, "b": 10}).mapping((1, 2))

@@ -23,8 +23,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Final, final
 
-import anyio
-
 from .._errors import InvalidLimits, LimitsMismatch, ReservationClosed
 from .._period import Period, announce_closed
 from .._waiters import Waiter, WaitQueue
@@ -43,7 +41,7 @@ from ..kernel import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from ..protocols import Account, Held
+    from ..protocols import Account, Held, Ticket
 
 __all__ = ["MemoryAccount", "MemoryStore"]
 
@@ -65,6 +63,7 @@ class MemoryStore:
     __slots__ = (
         "_clock",
         "_deadlines",
+        "_due",
         "_expired",
         "_expiries",
         "_lock",
@@ -91,6 +90,9 @@ class MemoryStore:
         # operation: a finalizer must never wait for a lock its own thread may hold.
         self._orphans: list[tuple[Lease, WaitQueue]] = []
         self._periodic = False  # whether any budget here ever had a period
+        # True when an operation has housekeeping to do first (see MemoryAccount._tend):
+        # one flag, so the common operation pays a single test for all of it.
+        self._due = False
 
     def __repr__(self) -> str:
         return f"<MemoryStore budgets={len(self._named)}>"
@@ -124,6 +126,7 @@ class MemoryStore:
         """Give *lease* a deadline *ttl* seconds from now (replacing any earlier one)."""
         deadline = self._clock() + ttl
         self._deadlines[lease] = deadline
+        self._due = True  # settles and releases now check deadlines first
         heap = self._expiries
         heapq.heappush(heap, (deadline, next(self._sequence), lease, queue))
         if len(heap) > 2 * len(self._deadlines) + 64:
@@ -184,12 +187,14 @@ class MemoryStore:
                         )
                     own.change(period)
                     self._periodic = self._periodic or period is not None
+                    self._due = self._due or self._periodic
                 return MemoryAccount(self, chain, queue, schedules)
             ledger = Ledger(limits, name=name)
             chain = Chain((ledger, *parent_chain.ledgers) if parent_chain else (ledger,))
             queue = parent._queue if parent is not None else WaitQueue()
             schedules = (_Schedule(ledger, period), *(parent._schedules if parent else ()))
             self._periodic = self._periodic or period is not None
+            self._due = self._due or self._periodic
             if key is not None:
                 self._named[key] = (ledger, chain, queue, schedules)
             return MemoryAccount(self, chain, queue, schedules)
@@ -225,9 +230,13 @@ _Schedules = tuple[_Schedule, ...]
 
 @final
 class MemoryAccount:
-    """One budget in a `MemoryStore`. Implements `aiobudget.protocols.LocalAccount`."""
+    """One budget in a `MemoryStore`. Implements `aiobudget.protocols.LocalAccount`.
 
-    __slots__ = ("_chain", "_clock", "_lock", "_queue", "_schedules", "_store")
+    Every operation enters the store the same way: take the lock, then `_tend` when
+    the store has housekeeping due, then one kernel call and the wait queue.
+    """
+
+    __slots__ = ("_chain", "_clock", "_lock", "_queue", "_schedules", "_store", "vector")
 
     def __init__(
         self, store: MemoryStore, chain: Chain, queue: WaitQueue, schedules: _Schedules
@@ -238,6 +247,9 @@ class MemoryAccount:
         self._queue = queue
         self._schedules = schedules  # one per level of the chain, leaf first
         self._clock = store._clock
+        # Validation is the kernel's, and needs no lock: hand it out without a detour.
+        self.vector = chain.leaf.vector
+        """Amounts by name, validated, as a tuple in `dims` order."""
 
     def __repr__(self) -> str:
         return f"<MemoryAccount {self._chain.leaf!r}>"
@@ -252,17 +264,26 @@ class MemoryAccount:
         """The budget's dimensions."""
         return self._chain.leaf.dims
 
-    def vector(self, amounts: Mapping[str, object]) -> tuple[int, ...]:
-        """Amounts by name, validated, as a tuple in `dims` order."""
-        return self._chain.leaf.vector(amounts)
-
-    def _drain_orphans(self) -> None:
-        orphans = self._store._orphans
+    def _tend(self, closing: Lease | None = None) -> None:
+        """Housekeeping due before an operation, under the lock: refund the reservations
+        whose ttl passed (refusing *closing*, about to be settled or released, if it is
+        one of them), roll the windows of budgets with a period, and refund the
+        reservations the garbage collector found while the lock was held."""
+        store = self._store
+        if store._deadlines or store._expired:
+            if closing is None:
+                store._expire()
+            else:
+                store._closing(closing)
+        if store._periodic:
+            self._roll()
+        orphans = store._orphans
         while orphans:
             lease, queue = orphans.pop()
             if lease.open:
                 lease.release()
-                _wake(queue)
+                queue.grant()
+        store._due = store._periodic or bool(store._deadlines) or bool(store._expired)
 
     def _roll(self) -> None:
         """Close every window of the chain that the store's clock has left. Called under
@@ -295,59 +316,68 @@ class MemoryAccount:
     # -- synchronous core --------------------------------------------------------------
 
     def _try(self, amounts: tuple[int, ...], use_headroom: bool) -> Lease | Denial:
-        """Reserve unless a queued waiter holds a level of this chain back. Under lock."""
+        """Reserve unless a queued waiter holds this request back. Under the lock."""
         chain = self._chain
-        blocker = self._queue.blocker(chain) if self._queue._blocked else None
-        if blocker is None:
-            return chain.reserve(amounts, use_headroom=use_headroom)
-        denial = chain.check(amounts, use_headroom=use_headroom)
-        if denial is not None:
-            return denial
-        # It would fit, but earlier waiters come first at this level.
-        level = chain.ledgers.index(blocker)
-        return _queued(chain, level, amounts)
+        if self._queue.waiting:
+            held = self._queue.holds_back(chain, chain.project(amounts), use_headroom)
+            if held is not None:
+                denial = chain.check(amounts, use_headroom=use_headroom)
+                # It may fit, but an earlier waiter it competes with comes first.
+                return denial if denial is not None else _queued(chain, *held, amounts)
+        return chain.reserve(amounts, use_headroom=use_headroom)
+
+    # The three operations of a round trip take the lock with acquire/release: half
+    # the cost of a ``with`` block on CPython, and these run once per reservation.
 
     def reserve_nowait(
-        self, amounts: tuple[int, ...], *, use_headroom: bool, ttl: float | None = None
+        self, amounts: tuple[int, ...], use_headroom: bool = False, *, ttl: float | None = None
     ) -> Lease | Denial:
         """Reserve without waiting; with *ttl*, refunded *ttl* seconds from now unless
         closed before."""
-        with self._lock:
-            if self._store._periodic:
-                self._roll()
-            if self._store._orphans:
-                self._drain_orphans()
-            if self._store._deadlines:
-                self._store._expire()
-            result = self._try(amounts, use_headroom)
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._store._due:
+                self._tend()
+            if self._queue.waiting:
+                result = self._try(amounts, use_headroom)
+            else:
+                result = self._chain.reserve(amounts, use_headroom)  # nobody queued
             if ttl is not None and type(result) is Lease:
                 self._store._time_out(result, ttl, self._queue)
             return result
+        finally:
+            lock.release()
 
     def settle_nowait(self, held: Held, actual: tuple[int, ...]) -> Outcome:
         """Settle *held* with *actual*, and hand what it freed to waiters."""
         lease = held if type(held) is Lease else _lease(held)
-        with self._lock:
-            if self._store._deadlines or self._store._expired:
-                self._store._closing(lease)
-            if self._store._periodic:
-                self._roll()
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._store._due:
+                self._tend(lease)
             outcome = lease.settle(actual)
-            if self._queue._queue:
+            if self._queue.waiting:
                 _wake(self._queue)
             return outcome
+        finally:
+            lock.release()
 
     def release_nowait(self, held: Held) -> Outcome:
         """Give *held* back, and hand it to waiters."""
-        with self._lock:
-            if self._store._deadlines or self._store._expired:
-                self._store._closing(_lease(held))
-            if self._store._periodic:
-                self._roll()
-            outcome = _lease(held).release()
-            if self._queue:
+        lease = held if type(held) is Lease else _lease(held)
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._store._due:
+                self._tend(lease)
+            outcome = lease.release()
+            if self._queue.waiting:
                 self._queue.grant()  # a refund rules nobody out: no impossibility scan
             return outcome
+        finally:
+            lock.release()
 
     def abandon(self, held: Held) -> None:
         """Give back a reservation found by the garbage collector."""
@@ -362,8 +392,85 @@ class MemoryAccount:
                 self._lock.release()
         else:
             self._store._orphans.append((lease, self._queue))
+            self._store._due = True
 
     # -- Account -----------------------------------------------------------------------
+
+    def reserve_or_queue(
+        self,
+        amounts: tuple[int, ...],
+        use_headroom: bool,
+        timeout: float | None,
+        ttl: float | None = None,
+    ) -> tuple[Lease | Denial, None] | tuple[None, Waiter]:
+        """`reserve` up to the wait: ``(answer, None)``, or ``(None, ticket)`` when the
+        reservation must wait (see `aiobudget.protocols.LocalAccount`); with *ttl*, the
+        reservation is refunded *ttl* seconds after it was granted unless closed before."""
+        chain = self._chain
+        queue = self._queue
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._store._due:
+                self._tend()
+            if timeout is None or timeout <= 0:
+                return self._timed(self._try(amounts, use_headroom), ttl), None
+            refused_at = None
+            levels = chain.project(amounts)
+            if queue.waiting and queue.holds_back(chain, levels, use_headroom) is not None:
+                if chain.impossible(amounts, use_headroom=use_headroom):
+                    return chain.reserve(amounts, use_headroom), None  # a Denial
+            else:
+                refused_at = chain.refusing_level(amounts, use_headroom=use_headroom)
+                if refused_at is None or chain.impossible(amounts, use_headroom=use_headroom):
+                    return self._timed(chain.reserve(amounts, use_headroom), ttl), None
+            waiter = Waiter(chain, amounts, use_headroom, timeout, levels)
+            waiter.ttl = ttl
+            queue.push(waiter, refused_at)
+            return None, waiter
+        finally:
+            lock.release()
+
+    def _timed(self, result: Lease | Denial, ttl: float | None) -> Lease | Denial:
+        """*result*, given a deadline *ttl* seconds from now if it is a lease. Under the
+        lock."""
+        if ttl is not None and type(result) is Lease:
+            self._store._time_out(result, ttl, self._queue)
+        return result
+
+    def collect(self, ticket: Ticket) -> Lease | Denial:
+        """The answer for a ticket whose wait is over."""
+        waiter = _waiter(ticket)
+        waiter.stop()
+        lease = waiter.lease
+        if lease is not None and waiter.ttl is None:  # set under the lock before waking us
+            return lease
+        with self._lock:
+            if self._store._due:
+                self._tend()  # timed out: an expired reservation may free budget
+            if waiter.lease is not None:  # granted by another thread just now
+                if waiter.ttl is not None:
+                    self._store._time_out(waiter.lease, waiter.ttl, self._queue)
+                return waiter.lease
+            if waiter.denial is not None:
+                return waiter.denial
+            # Timed out. Budget freed in this very tick is still ours to take: we were
+            # ahead of everyone behind us, so trying once more keeps the order.
+            self._queue.remove(waiter)
+            result = self._try(waiter.amounts, waiter.use_headroom)
+            self._queue.grant()
+            return self._timed(result, waiter.ttl)
+
+    def give_up(self, ticket: Ticket) -> None:
+        """Leave the queue (the wait was cancelled), passing on anything granted."""
+        waiter = _waiter(ticket)
+        waiter.stop()
+        with self._lock:
+            if waiter.lease is not None and waiter.lease.open:
+                waiter.lease.release()  # granted in the same tick it was cancelled
+            else:
+                self._queue.remove(waiter)
+            self._queue.grant()  # pass it on
 
     async def reserve(
         self,
@@ -375,51 +482,16 @@ class MemoryAccount:
     ) -> Lease | Denial:
         """Reserve, waiting up to *timeout* seconds (first come, first served); with
         *ttl*, refunded *ttl* seconds after it was granted unless closed before."""
-        with self._lock:
-            if self._store._periodic:
-                self._roll()
-            if self._store._orphans:
-                self._drain_orphans()
-            if self._store._deadlines:
-                self._store._expire()
-            result = self._try(amounts, use_headroom)
-            if isinstance(result, Lease) or timeout is None or timeout <= 0 or result.impossible:
-                if ttl is not None and isinstance(result, Lease):
-                    self._store._time_out(result, ttl, self._queue)
-                return result
-            waiter = Waiter(self._chain, amounts, use_headroom)
-            self._queue.push(waiter, self._chain.ledgers[result.level])
-        try:
-            if timeout == math.inf:  # no deadline: spare the cancel scope
-                await waiter.wait()
-            else:
-                with anyio.move_on_after(timeout):
-                    await waiter.wait()
-        except BaseException:
-            with self._lock:
-                if waiter.lease is not None and waiter.lease.open:
-                    waiter.lease.release()  # granted in the same tick it was cancelled
-                else:
-                    self._queue.remove(waiter)
-                self._queue.grant()  # pass it on
-            raise
-        with self._lock:
-            if waiter.lease is None and waiter.denial is None and self._store._deadlines:
-                self._store._expire()  # timed out: an expired reservation may free budget
-            if waiter.lease is not None:
-                if ttl is not None:
-                    self._store._time_out(waiter.lease, ttl, self._queue)
-                return waiter.lease
-            if waiter.denial is not None:
-                return waiter.denial
-            # Timed out. Budget freed in this very tick is still ours to take: we were
-            # ahead of everyone behind us, so trying once more keeps the order.
-            self._queue.remove(waiter)
-            result = self._try(amounts, use_headroom)
-            self._queue.grant()
-            if ttl is not None and isinstance(result, Lease):
-                self._store._time_out(result, ttl, self._queue)
+        result, waiter = self.reserve_or_queue(amounts, use_headroom, timeout, ttl)
+        if waiter is None:
+            assert result is not None
             return result
+        try:
+            await waiter.wait()
+        except BaseException:
+            self.give_up(waiter)
+            raise
+        return self.collect(waiter)
 
     async def settle(self, held: Held, actual: tuple[int, ...]) -> Outcome:
         """`settle_nowait`, as the async `Account` method."""
@@ -442,7 +514,8 @@ class MemoryAccount:
             raise ValueError(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
         store = self._store
         with self._lock:
-            store._expire()
+            if store._due:
+                self._tend()
             if not lease.open:
                 if lease in store._expired:
                     raise ReservationClosed("this reservation expired (its ttl passed)")
@@ -453,10 +526,8 @@ class MemoryAccount:
     async def charge(self, amounts: tuple[int, ...], *, strict: bool) -> Outcome:
         """Add *amounts* to ``spent`` (see `aiobudget.kernel.Chain.charge`)."""
         with self._lock:
-            if self._store._deadlines:
-                self._store._expire()
-            if self._store._periodic:
-                self._roll()
+            if self._store._due:
+                self._tend()
             outcome = self._chain.charge(amounts, strict=strict)
             _wake(self._queue)  # waiting may have become useless
             return outcome
@@ -464,20 +535,16 @@ class MemoryAccount:
     async def snapshot(self) -> Snapshot:
         """The budget's own counters, and its live and queued reservations."""
         with self._lock:
-            if self._store._deadlines:
-                self._store._expire()
-            if self._store._periodic:
-                self._roll()
+            if self._store._due:
+                self._tend()
             leaf = self._chain.leaf
             return leaf.snapshot(waiting=self._queue.waiting_at(leaf))
 
     async def reset(self) -> Outcome:
         """A new period: ``spent`` goes to 0."""
         with self._lock:
-            if self._store._deadlines:
-                self._store._expire()
-            if self._store._periodic:
-                self._roll()
+            if self._store._due:
+                self._tend()
             outcome = self._chain.leaf.reset()
             self._queue.grant()
             return outcome
@@ -485,20 +552,24 @@ class MemoryAccount:
     async def set_limits(self, limits: Mapping[str, Limit]) -> Outcome:
         """New limits for the same dimensions."""
         with self._lock:
-            if self._store._deadlines:
-                self._store._expire()
-            if self._store._periodic:
-                self._roll()
+            if self._store._due:
+                self._tend()
             outcome = self._chain.leaf.set_limits(limits)
             _wake(self._queue)
             return outcome
 
 
 def _wake(queue: WaitQueue) -> None:
-    """After spend grew or limits changed: grant who fits now, fail who never can."""
-    if len(queue):
-        queue.grant()
+    """After spend grew or limits changed: fail who never can fit, grant who fits now."""
+    if queue.waiting:
         queue.fail_impossible()
+        queue.grant()
+
+
+def _waiter(ticket: Ticket) -> Waiter:
+    if type(ticket) is not Waiter:
+        raise TypeError(f"not a ticket of a MemoryStore: {ticket!r}")
+    return ticket
 
 
 def _lease(held: Held) -> Lease:
@@ -507,23 +578,20 @@ def _lease(held: Held) -> Lease:
     return held
 
 
-def _queued(chain: Chain, level: int, amounts: tuple[int, ...]) -> Denial:
-    """A denial for a request that fits but must queue behind earlier waiters there."""
+def _queued(chain: Chain, level: int, i: int, amounts: tuple[int, ...]) -> Denial:
+    """A denial for a request that fits but must queue behind an earlier waiter that
+    competes with it for dimension *i* of *level*."""
     ledger = chain.ledgers[level]
-    index = chain.indexes[level]
-    held = amounts if index is None else tuple(0 if j < 0 else amounts[j] for j in index)
-    i = max(range(len(held)), key=held.__getitem__)  # name the largest ask
-    dim = ledger.dims[i]
-    remaining = ledger.remaining(i)
+    held = chain.project(amounts)[level]
     window = ledger.window
     resets_at = None if window is None else from_micros(window[1])
     return Denial(
         ledger.name,
         level,
-        dim,
+        ledger.dims[i],
         held[i],
-        remaining,
-        impossible=False,
+        ledger.remaining(i),
+        False,
         queued=True,
         resets_at=resets_at,
     )
