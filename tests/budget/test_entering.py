@@ -20,6 +20,7 @@ import pytest
 
 import aiobudget
 from aiobudget import TOKENS, Budget, ReservationClosed
+from aiobudget._reservation import enter
 
 from ._support import state
 
@@ -68,6 +69,18 @@ class TestEnteredOnce:
         assert ({TOKENS: 0}, {TOKENS: 25}) == await state(budget)
         await r.__aexit__(None, None, None)
         assert ({TOKENS: 0}, {TOKENS: 0}) == await state(budget)
+
+    async def test_entering_outside_a_block_twice_is_refused(self) -> None:
+        """The seam the web guards use (reserve now, close with a later ``async with``)
+        enters a reservation once too."""
+        budget = Budget({TOKENS: 100})
+        r = budget.reserve(tokens=10)
+        assert r is await enter(r)
+        with pytest.raises(ReservationClosed):
+            await enter(r)
+        async with r:
+            r.record(tokens=4)
+        assert ({TOKENS: 4}, {TOKENS: 0}) == await state(budget)
 
     async def test_a_budget_taken_by_another_task_is_not_reachable_by_reentering(
         self,

@@ -160,3 +160,29 @@ class TestCompetitorsKeepTheirTurn:
             await waiter.holding.wait()
             waiter.leave.set()
         assert "done" == waiter.outcome
+
+    async def test_waiters_blocked_on_different_dimensions_do_not_wait_for_each_other(
+        self,
+    ) -> None:
+        """One waiter blocked on calls and a later one blocked on tokens: each is granted
+        as soon as its own dimension frees, whatever the other one's."""
+        budget = Budget({CALLS: 2, TOKENS: 100})
+        calls = await hold(budget, calls=2)
+        tokens = await hold(budget, tokens=100)
+        first = Worker(budget, "calls", {CALLS: 1})
+        second = Worker(budget, "tokens", {TOKENS: 10})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first.run)
+            await wait_all_tasks_blocked()
+            tg.start_soon(second.run)
+            await wait_all_tasks_blocked()
+            assert (None, None) == (first.outcome, second.outcome)
+            await tokens.release()  # the later waiter's dimension frees first
+            await second.holding.wait()
+            await wait_all_tasks_blocked()
+            assert (None, "held") == (first.outcome, second.outcome)
+            await calls.release()
+            await first.holding.wait()
+            first.leave.set()
+            second.leave.set()
+        assert ("done", "done") == (first.outcome, second.outcome)

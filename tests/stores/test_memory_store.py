@@ -36,6 +36,7 @@ async def _reserve_waiting(budget: Budget, _: Reservation) -> object:
 
 
 async def _commit(_: Budget, other: Reservation) -> object:
+    other.record(tokens=1)  # a settle, not a refund
     return await other.commit()
 
 
