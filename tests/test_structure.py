@@ -42,10 +42,6 @@ store) are not held to a layer, nor counted as one."""
 NAMEDTUPLE_API: Final = frozenset({"_replace", "_asdict", "_fields", "_make"})
 """Public methods of named tuples (``urlsplit(url)._replace(...)``), underscore or not."""
 
-SEAMS_IN_REWORK: Final[dict[str, set[str]]] = {}
-"""Private reads across modules known today, each waiting for a seam: none may be added."""
-
-
 # -- reading the source ---------------------------------------------------------------------
 
 
@@ -302,11 +298,5 @@ class TestPrivateNames:
     @pytest.mark.parametrize("name", sorted(KNOWN))
     def test_no_module_reads_another_modules_private_names(self, name: str) -> None:
         """A module uses other modules' public names only (named tuples' ``_replace``
-        and friends are public); the seams being reworked elsewhere are listed."""
-        allowed = SEAMS_IN_REWORK.get(name, set())
-        assert set() == private_reads(name, KNOWN[name], KNOWN) - allowed
-
-    @pytest.mark.parametrize("name", sorted(SEAMS_IN_REWORK))
-    def test_the_listed_seams_are_still_needed(self, name: str) -> None:
-        """Every listed private read still happens: once a seam is made, its entry goes."""
-        assert SEAMS_IN_REWORK[name] <= private_reads(name, KNOWN[name], KNOWN)
+        and friends are public)."""
+        assert set() == private_reads(name, KNOWN[name], KNOWN)
