@@ -205,6 +205,44 @@ async def waiters_are_served_first_come_first_served(make_store: StoreFactory) -
 
 
 @register
+async def a_waiter_holds_back_only_requests_that_compete_with_it(
+    make_store: StoreFactory,
+) -> None:
+    """A waiting reservation holds back later requests that ask something of a dimension
+    it asks, and no others: one tenant waiting for calls does not stall another tenant
+    of the same organisation asking only for tokens.
+    """
+    org = await new_budget(make_store, {"calls": 10, "tokens": 100}, "competing")
+    a, b, c = (org.child({"calls": 10, "tokens": 100}, name=name) for name in "abc")
+    holder = await held_reservation(a, "tenant a's reservation", calls=8)
+    waiter = Waiter(b, {"calls": 5}, timeout=math.inf)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter.run)
+        await anyio.wait_all_tasks_blocked()
+        # A store that queues through a server may need a moment to register the waiter:
+        # a competing request may pass until then, but must be held back once it is.
+        held_back = False
+        for _ in range(int(WAIT / 0.01)):
+            competing = await c.try_reserve(calls=1)
+            if competing is None:
+                held_back = True
+                break
+            await competing.release()
+            await anyio.sleep(0.01)
+        other = await c.try_reserve(tokens=5)
+        granted = other is not None
+        if other is not None:
+            await other.release()
+        tg.cancel_scope.cancel()
+    await holder.release()
+    if not held_back:
+        fail("a request for calls passed a reservation waiting for calls ahead of it")
+    if not granted:
+        fail("a request asking no calls was held back by a reservation waiting for calls")
+    await expect_counters(org, "after everything was released")
+
+
+@register
 async def concurrent_tasks_never_overspend(make_store: StoreFactory) -> None:
     """Hundreds of tasks racing for a budget never hold more than its limit, and every
     refund is paid exactly once.

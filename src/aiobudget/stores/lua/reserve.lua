@@ -44,8 +44,9 @@ end
 local seq = nil
 if ticket ~= '' then seq = find_ticket(ticket) end
 
--- Refused at `level` on `dim`: the ticket (if any) waits there, blocked on `dims`.
-local function refuse(level, dim, remaining, impossible, queued, dims)
+-- Refused at `level` on `dim`: the ticket (if any) waits there, holding back the requests
+-- that ask something of a dimension it asks there (as MemoryStore's queue does).
+local function refuse(level, dim, remaining, impossible, queued)
   if ticket ~= '' then
     if keep and not impossible then
       local number = seq
@@ -62,8 +63,9 @@ local function refuse(level, dim, remaining, impossible, queued, dims)
         TW.counter = number
       end
       local blocked = {}
-      for k in pairs(dims) do blocked[#blocked + 1] = k end
-      table.sort(blocked)
+      for k = 1, #L[level].dims do
+        if not zero(amounts[level][k]) then blocked[#blocked + 1] = k end
+      end
       TW.queue = {level, number, S(NOW + ticket_ttl) .. ':' .. table.concat(blocked, ',')}
     else
       TW.drop = true
@@ -77,12 +79,9 @@ end
 for i = 1, n do
   local v, want = L[i], amounts[i]
   local caps = headroom and v.lim or v.soft
-  local over, first = {}, nil
+  local first = nil
   for k = 1, #v.dims do
-    if lt(caps[k], add(add(v.spent[k], v.res[k]), want[k])) then
-      over[k] = true
-      first = first or k
-    end
+    if not first and lt(caps[k], add(add(v.spent[k], v.res[k]), want[k])) then first = k end
   end
   if first then
     -- Waiting cannot help when spent alone rules the request out at some level.
@@ -95,7 +94,7 @@ for i = 1, n do
       end
     end
     return refuse(i, first, left(caps[first], add(v.spent[first], v.res[first])), impossible,
-      false, over)
+      false)
   end
 end
 
@@ -129,7 +128,7 @@ for i = 1, n do
   if ahead then
     local k = nil -- name the largest ask there (as MemoryStore does)
     for d = 1, #v.dims do if ahead[d] and (not k or lt(want[k], want[d])) then k = d end end
-    return refuse(i, k, left(v.lim[k], add(v.spent[k], v.res[k])), false, true, ahead)
+    return refuse(i, k, left(v.lim[k], add(v.spent[k], v.res[k])), false, true)
   end
 end
 
