@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
+import select
 import signal
 import socket
 import subprocess
@@ -454,40 +454,69 @@ class TestInterruptedAcrossProcesses:
         )
 
 
+# Run in the child: make the pty on fd 0 the controlling terminal of the new session, then
+# become the demo. No shell stands between the terminal and the demo, so what a shell does
+# on SIGINT (dash dies, bash waits) cannot change the exit code the test sees.
+_ON_A_TERMINAL = (
+    "import fcntl, os, sys, termios; "
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
 def _typed_ctrl_c(*args: str) -> tuple[int, str]:
-    """Run ``aiobudget demo --no-live ARGS`` on a real terminal (a pty, by ``script``),
-    type Ctrl-C once agents are at work, and return the exit code and what the terminal
-    showed."""
-    command = " ".join([sys.executable, "-m", "aiobudget", "demo", "--no-live", *args])
-    process = subprocess.Popen(  # noqa: S603 - util-linux's script, our command line
-        ["script", "-qefc", f"{command}; echo EXIT=$?", "/dev/null"],  # noqa: S607
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=_env(),
-    )
-    assert process.stdin is not None
-    assert process.stdout is not None
+    """Run ``aiobudget demo --no-live ARGS`` on a real terminal (a pty whose line
+    discipline turns ^C into SIGINT for the foreground process group), type Ctrl-C once
+    agents are at work, and return the exit code and what the terminal showed."""
+    master, slave = os.openpty()
+    try:
+        process = subprocess.Popen(  # noqa: S603 - our interpreter, our command line
+            [sys.executable, "-c", _ON_A_TERMINAL, "-m", "aiobudget", "demo", "--no-live", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=_env(),
+            start_new_session=True,
+        )
+    finally:
+        os.close(slave)
     shown = b""
     try:
+        deadline = time.monotonic() + 60
         while not re.search(rb"\| active [1-9]", shown):
-            chunk = os.read(process.stdout.fileno(), 4096)
-            assert chunk, shown.decode(errors="replace")
-            shown += chunk
-        process.stdin.write(b"\x03")  # the terminal turns it into SIGINT
-        process.stdin.flush()
-        rest, _ = process.communicate(timeout=30)
+            assert time.monotonic() < deadline, shown.decode(errors="replace")
+            chunk = _read_terminal(master)
+            assert chunk != b"", shown.decode(errors="replace")
+            shown += chunk or b""
+        os.write(master, b"\x03")
+        while True:
+            assert time.monotonic() < deadline + 30, shown.decode(errors="replace")
+            chunk = _read_terminal(master)
+            if chunk == b"":
+                break
+            shown += chunk or b""
+        code = process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
-    text = (shown + rest).decode(errors="replace")
-    code = re.search(r"EXIT=(\d+)", text)
-    assert code is not None, text
-    return int(code.group(1)), text
+            process.wait()
+        os.close(master)
+    return code, shown.decode(errors="replace")
+
+
+def _read_terminal(master: int) -> bytes | None:
+    """What the terminal shows next: None if nothing within a second, b"" once every
+    process holding it has gone (Linux reports that as EIO on the master side)."""
+    if not select.select([master], [], [], 1.0)[0]:
+        return None
+    try:
+        return os.read(master, 4096)
+    except OSError:
+        return b""
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux's script")
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 class TestCtrlCTypedInATerminal:
     @pytest.mark.parametrize("backend", ["asyncio", "trio"])
     def test_in_memory(self, backend: str) -> None:
