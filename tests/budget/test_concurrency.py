@@ -156,6 +156,7 @@ class TestManyTasks:
         await check_load(*await run_load(2_000))
 
     @pytest.mark.slow
+    @pytest.mark.timeout(300)  # seconds on a quiet machine; a loaded CI core is slower
     def test_ten_thousand_tasks_with_random_cancellation(self) -> None:
         """The same with 10,000 tasks x 10 reservations, on asyncio only (about 7 s; the
         2,000-task test above covers the same paths on every backend)."""
