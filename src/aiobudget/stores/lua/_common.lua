@@ -350,7 +350,7 @@ local function load(i)
   v.b, v.l, v.e, v.w, v.idle = b, l, e, KEYS[4 * i + 1], idle
   v.gone, v.seen, v.put, v.last = {}, {}, {}, 0
   if idle > 0 then -- an unnamed budget: its keys must outlive its last lease
-    local latest = redis.call('ZRANGE', e, -1, -1, 'WITHSCORES')
+    local latest = redis.call('ZRANGE', e, '-1', '-1', 'WITHSCORES')
     if latest[2] then v.last = tonumber(latest[2]) end
   end
   return v
@@ -379,10 +379,12 @@ local function drop(i, id, held)
   return nil
 end
 
--- Collect up to `limit` expired leases (and expired tombstones) at level i.
+-- Collect up to `limit` expired leases (and expired tombstones) at level i. (Arguments of
+-- redis.call are given as text where they can be: Redis turns a Lua number into text on
+-- every call.)
 local function collect(i, limit)
   local v = L[i]
-  local ids = redis.call('ZRANGEBYSCORE', v.e, '-inf', NOW, 'LIMIT', 0, limit)
+  local ids = redis.call('ZRANGEBYSCORE', v.e, '-inf', NOW, 'LIMIT', '0', limit)
   if #ids == 0 then return nil end
   local held = redis.call('HMGET', v.l, unpack(ids))
   for j = 1, #ids do
@@ -400,7 +402,7 @@ local function begin()
     L[i] = v
   end
   for i = 1, n do
-    local refusal = collect(i, 64)
+    local refusal = collect(i, '64')
     if refusal then return refusal end
   end
   return nil
@@ -457,6 +459,7 @@ end
 -- -- waiters -------------------------------------------------------------------------------
 
 local K = 16 -- tickets looked at per level and call (a bound, so a script stays short)
+local KLAST = '15' -- K - 1, as text for redis.call
 
 -- A ticket's expiry and the dims it is blocked on (a set of indexes at its level, or
 -- false: all of them); nil for a dead or unreadable ticket.
@@ -476,7 +479,7 @@ end
 local function line(i)
   local v = L[i]
   if v.queue then return v.queue end
-  local first = redis.call('ZRANGE', v.w, 0, K - 1, 'WITHSCORES')
+  local first = redis.call('ZRANGE', v.w, '0', KLAST, 'WITHSCORES')
   local q = {}
   if #first > 0 then
     local ids = {}
@@ -549,7 +552,7 @@ end
 -- Runs after the writes, on what they left: it reads with pcall and cannot fail.
 local function first_in_line(i, skip, ids, seen)
   local w = L[i].w
-  local ok, first = pcall(redis.call, 'ZRANGE', w, 0, K - 1)
+  local ok, first = pcall(redis.call, 'ZRANGE', w, '0', KLAST)
   if not ok or #first == 0 then return end
   local ok2, values = pcall(redis.call, 'HMGET', TICKETS, unpack(first))
   if not ok2 then return end
