@@ -64,7 +64,7 @@ LIMITS = {
 }
 
 
-async def _rate(op: Callable[[], Awaitable[object]], tasks: int) -> float:
+async def _rate(op: Callable[[], Awaitable[object]], tasks: int, repeats: int) -> float:
     """Best operations per second of *op*, run by *tasks* concurrent tasks."""
     count = 20
     while True:  # calibrate: a batch that takes about SECONDS
@@ -76,7 +76,7 @@ async def _rate(op: Callable[[], Awaitable[object]], tasks: int) -> float:
             break
         count *= 4
     best = 0.0
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         started = time.perf_counter()
         await _batch(op, tasks, count)
         best = max(best, count * tasks / (time.perf_counter() - started))
@@ -91,7 +91,7 @@ async def _batch(op: Callable[[], Awaitable[object]], tasks: int, count: int) ->
     await asyncio.gather(*(worker() for _ in range(tasks)))
 
 
-async def _measure() -> list[dict[str, object]]:
+async def _measure(repeats: int) -> list[dict[str, object]]:
     from aiobudget.stores.redis import RedisStore
 
     prefix = f"aiobudget-bench-{uuid.uuid4().hex[:8]}"
@@ -120,24 +120,24 @@ async def _measure() -> list[dict[str, object]]:
 
         rows: list[dict[str, object]] = []
         for tasks in (1, TASKS):
-            base = await _rate(evalsha, tasks)
+            base = await _rate(evalsha, tasks, repeats)
             rows.append(_row("EVALSHA 'return 1'", tasks, base, base, round_trips=1))
             for name, target in (("reserve+settle", budget), ("  child budget", child)):
-                rate = await _rate(reserve_settle(target), tasks)
+                rate = await _rate(reserve_settle(target), tasks, repeats)
                 rows.append(_row(name, tasks, rate, base, round_trips=2))
         try:
-            base = await _server_us(client, evalsha, 1)
+            base = await _server_us(client, evalsha, 1, repeats)
         except _NoStats as exc:
             print(f"server time per script call not measured: {exc}")
             return rows
         rows.append(_server_row("server: EVALSHA 'return 1'", base, base))
         for name, target in (("server: reserve+settle", budget), ("  child budget", child)):
-            us = await _server_us(client, reserve_settle(target), 2)
+            us = await _server_us(client, reserve_settle(target), 2, repeats)
             rows.append(_server_row(name, us, base))
         # Tombstones of closed leases pile up for ``remember`` (30 s): ten times as many.
         for _ in range(10):
             await _batch(reserve_settle(budget), TASKS, SERVER_CALLS // TASKS)
-        later = await _server_us(client, reserve_settle(budget), 2)
+        later = await _server_us(client, reserve_settle(budget), 2, repeats)
         rows.append(_server_row("  after 10x more leases", later, base))
         return rows
     finally:
@@ -151,12 +151,14 @@ class _NoStats(RuntimeError):
     """The server's counters cannot be read or reset (a managed Redis may refuse it)."""
 
 
-async def _server_us(client: Any, op: Callable[[], Awaitable[object]], scripts: int) -> float:
-    """The least server time per EVALSHA, in microseconds, over three runs of
+async def _server_us(
+    client: Any, op: Callable[[], Awaitable[object]], scripts: int, repeats: int
+) -> float:
+    """The least server time per EVALSHA, in microseconds, over *repeats* runs of
     SERVER_CALLS times *op* (which makes *scripts* EVALSHA calls); runs during which
     another client ran EVALSHA too do not count."""
     found: list[float] = []
-    for _ in range(3 * REPEATS):  # a few tries more, for runs that do not count
+    for _ in range(3 * repeats):  # a few tries more, for runs that do not count
         try:
             await client.config_resetstat()
             for _ in range(SERVER_CALLS):
@@ -166,7 +168,7 @@ async def _server_us(client: Any, op: Callable[[], Awaitable[object]], scripts: 
             raise _NoStats(f"{type(exc).__name__}: {exc}") from None
         if int(stats.get("calls", 0)) == SERVER_CALLS * scripts:  # else: not ours only
             found.append(float(stats["usec_per_call"]))
-            if len(found) == REPEATS:
+            if len(found) == repeats:
                 break
     if not found:
         raise _NoStats("other clients ran EVALSHA during every run")
@@ -188,9 +190,9 @@ def _row(name: str, tasks: int, rate: float, base: float, *, round_trips: int) -
     }
 
 
-def run() -> list[dict[str, object]]:
+def run(repeats: int = REPEATS) -> list[dict[str, object]]:
     """Measure every benchmark; one row each, each group after its baseline."""
-    return asyncio.run(_measure())
+    return asyncio.run(_measure(repeats))
 
 
 def _format(rows: list[dict[str, object]]) -> str:
