@@ -12,9 +12,18 @@ round trips, so two ratios are given: *per round trip* (2 x reservations/s over
 EVALSHA/s: the cost of aiobudget's scripts and Python around one call) and *per
 reservation* (reservations/s over EVALSHA/s: what a user gets per unit of work).
 
+The last rows are the *server's* time per script call, as Redis counts it (``INFO
+commandstats``, ``usec_per_call`` of EVALSHA, after ``CONFIG RESETSTAT``), for the trivial
+script and for a reserve+settle loop (one task): the part of a round trip that no
+client, network or event loop can change, and that a Redis server spends for all its
+clients. Counters are server-wide, so a repeat during which another client ran EVALSHA
+too is thrown away (an EVALSHA count other than ours). The server time is also measured
+again after that many reservations more (closed leases' tombstones piling up in the
+budget's keys, as in a busy process), to show whether it grows with them.
+
 Redis is at ``$AIOBUDGET_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``); the keys are
 under a fresh prefix, deleted afterwards. Each figure is the best of three repeats of
-about half a second.
+about half a second (the server times: the least of three runs of SERVER_CALLS).
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ URL = os.environ.get("AIOBUDGET_REDIS_URL", "redis://127.0.0.1:6379/0")
 REPEATS = 3
 SECONDS = 0.5  # each repeat runs for about this long
 TASKS = 64
+SERVER_CALLS = 1_000  # reservations per measurement of the server's time
 LIMITS = {
     "tokens": Limit(10**15, warn=8 * 10**14),
     "cost_micros": Limit(10**15),
@@ -54,7 +64,7 @@ LIMITS = {
 }
 
 
-async def _rate(op: Callable[[], Awaitable[object]], tasks: int) -> float:
+async def _rate(op: Callable[[], Awaitable[object]], tasks: int, repeats: int) -> float:
     """Best operations per second of *op*, run by *tasks* concurrent tasks."""
     count = 20
     while True:  # calibrate: a batch that takes about SECONDS
@@ -66,7 +76,7 @@ async def _rate(op: Callable[[], Awaitable[object]], tasks: int) -> float:
             break
         count *= 4
     best = 0.0
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         started = time.perf_counter()
         await _batch(op, tasks, count)
         best = max(best, count * tasks / (time.perf_counter() - started))
@@ -81,7 +91,7 @@ async def _batch(op: Callable[[], Awaitable[object]], tasks: int, count: int) ->
     await asyncio.gather(*(worker() for _ in range(tasks)))
 
 
-async def _measure() -> list[dict[str, object]]:
+async def _measure(repeats: int) -> list[dict[str, object]]:
     from aiobudget.stores.redis import RedisStore
 
     prefix = f"aiobudget-bench-{uuid.uuid4().hex[:8]}"
@@ -110,17 +120,63 @@ async def _measure() -> list[dict[str, object]]:
 
         rows: list[dict[str, object]] = []
         for tasks in (1, TASKS):
-            base = await _rate(evalsha, tasks)
+            base = await _rate(evalsha, tasks, repeats)
             rows.append(_row("EVALSHA 'return 1'", tasks, base, base, round_trips=1))
             for name, target in (("reserve+settle", budget), ("  child budget", child)):
-                rate = await _rate(reserve_settle(target), tasks)
+                rate = await _rate(reserve_settle(target), tasks, repeats)
                 rows.append(_row(name, tasks, rate, base, round_trips=2))
+        try:
+            base = await _server_us(client, evalsha, 1, repeats)
+        except _NoStats as exc:
+            print(f"server time per script call not measured: {exc}")
+            return rows
+        rows.append(_server_row("server: EVALSHA 'return 1'", base, base))
+        for name, target in (("server: reserve+settle", budget), ("  child budget", child)):
+            us = await _server_us(client, reserve_settle(target), 2, repeats)
+            rows.append(_server_row(name, us, base))
+        # Tombstones of closed leases pile up for ``remember`` (30 s): ten times as many.
+        for _ in range(10):
+            await _batch(reserve_settle(budget), TASKS, SERVER_CALLS // TASKS)
+        later = await _server_us(client, reserve_settle(budget), 2, repeats)
+        rows.append(_server_row("  after 10x more leases", later, base))
         return rows
     finally:
         keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
         if keys:
             await client.delete(*keys)
         await store.aclose()
+
+
+class _NoStats(RuntimeError):
+    """The server's counters cannot be read or reset (a managed Redis may refuse it)."""
+
+
+async def _server_us(
+    client: Any, op: Callable[[], Awaitable[object]], scripts: int, repeats: int
+) -> float:
+    """The least server time per EVALSHA, in microseconds, over *repeats* runs of
+    SERVER_CALLS times *op* (which makes *scripts* EVALSHA calls); runs during which
+    another client ran EVALSHA too do not count."""
+    found: list[float] = []
+    for _ in range(3 * repeats):  # a few tries more, for runs that do not count
+        try:
+            await client.config_resetstat()
+            for _ in range(SERVER_CALLS):
+                await op()
+            stats = (await client.info("commandstats")).get("cmdstat_evalsha", {})
+        except Exception as exc:  # noqa: BLE001 - CONFIG or INFO refused
+            raise _NoStats(f"{type(exc).__name__}: {exc}") from None
+        if int(stats.get("calls", 0)) == SERVER_CALLS * scripts:  # else: not ours only
+            found.append(float(stats["usec_per_call"]))
+            if len(found) == repeats:
+                break
+    if not found:
+        raise _NoStats("other clients ran EVALSHA during every run")
+    return min(found)
+
+
+def _server_row(name: str, us: float, base: float) -> dict[str, object]:
+    return {"benchmark": name, "tasks": 1, "server us/call": us, "x server": us / base}
 
 
 def _row(name: str, tasks: int, rate: float, base: float, *, round_trips: int) -> dict[str, object]:
@@ -134,14 +190,14 @@ def _row(name: str, tasks: int, rate: float, base: float, *, round_trips: int) -
     }
 
 
-def run() -> list[dict[str, object]]:
+def run(repeats: int = REPEATS) -> list[dict[str, object]]:
     """Measure every benchmark; one row each, each group after its baseline."""
-    return asyncio.run(_measure())
+    return asyncio.run(_measure(repeats))
 
 
 def _format(rows: list[dict[str, object]]) -> str:
-    columns = list(rows[0])
-    cells = [[_cell(row[column]) for column in columns] for row in rows]
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    cells = [[_cell(row.get(column, "")) for column in columns] for row in rows]
     widths = [
         max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)
     ]

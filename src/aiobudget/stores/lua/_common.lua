@@ -36,35 +36,44 @@
 --   4. done(reply): every write, then the wake-up notice. Nothing after step 3 can fail.
 --
 -- Amounts go up to 2**63 - 1 and sums of three of them must stay exact, but Lua numbers
--- are doubles (exact to 2**53). So a number below 10**15 (nearly all of them) is a plain
+-- are doubles (exact to 2**53). So a number below 2**53 (nearly all of them) is a plain
 -- Lua number, and a larger one is a pair {hi, lo} = hi * 10**15 + lo: decimal limbs, so
 -- parsing and printing are string slicing, and every partial sum stays far below 2**53.
--- Each operation takes the plain path when both sides are plain, and normalizes results
--- below 10**15 back to plain numbers.
+-- Each operation takes the plain path when both sides are plain and the result is below
+-- 2**53 (a double sum that is not exact rounds to 2**53 or more, so the test is safe),
+-- and normalizes results below 2**53 back to plain numbers.
 
 local B = 1e15
+local P = 9007199254740992 -- 2**53
+local function norm(hi, lo) -- hi * B + lo, plain where that is exact
+  if hi < 9 or (hi == 9 and lo < 7199254740992) then return hi * B + lo end
+  return {hi, lo}
+end
 local function N(s) -- a decimal string of digits
   local len = #s
-  if len <= 15 then return tonumber(s) end
-  local hi = tonumber(string.sub(s, 1, len - 15))
-  local lo = tonumber(string.sub(s, len - 14))
-  if hi == 0 then return lo end
-  return {hi, lo}
+  if len <= 16 then
+    local x = tonumber(s) -- exact below 2**53, and 2**53 or more (rounded) above
+    if x < P then return x end
+  end
+  return norm(tonumber(string.sub(s, 1, len - 15)), tonumber(string.sub(s, len - 14)))
 end
 local function S(x)
   if type(x) == 'number' then return string.format('%.0f', x) end
   return string.format('%.0f%015.0f', x[1], x[2])
 end
-local function pair(x) if type(x) == 'number' then return 0, x end return x[1], x[2] end
-local function norm(hi, lo)
-  if hi == 0 then return lo end
-  return {hi, lo}
+local function pair(x)
+  if type(x) ~= 'number' then return x[1], x[2] end
+  if x < B then return 0, x end
+  local hi = math.floor(x / B)
+  local lo = x - hi * B -- exact: a small multiple of B off x at most
+  if lo < 0 then return hi - 1, lo + B end
+  if lo >= B then return hi + 1, lo - B end
+  return hi, lo
 end
 local function add(a, b)
   if type(a) == 'number' and type(b) == 'number' then
     local sum = a + b
-    if sum < B then return sum end
-    return {1, sum - B}
+    if sum < P then return sum end
   end
   local ah, al = pair(a)
   local bh, bl = pair(b)
@@ -105,9 +114,29 @@ local function num(s)
   if len == 19 and lt(MAX, x) then return nil end
   return x
 end
--- Exactly `count` numbers 'a,b,c', or nil.
+-- Exactly `count` numbers 'a,b,c', or nil. Up to 16 of them, one pattern match: a digit
+-- string of at most 15 digits is a number as it is; longer ones get num()'s checks.
+local LISTS = {}
 local function list(s, count)
   if type(s) ~= 'string' then return nil end
+  if count <= 16 then
+    local pattern = LISTS[count]
+    if not pattern then
+      pattern = '^' .. string.rep('(%d+),', count - 1) .. '(%d+)$'
+      LISTS[count] = pattern
+    end
+    local out = {string.match(s, pattern)}
+    if #out ~= count then return nil end
+    for k = 1, count do
+      local part = out[k]
+      if #part <= 15 then out[k] = tonumber(part) else
+        local x = num(part)
+        if x == nil then return nil end
+        out[k] = x
+      end
+    end
+    return out
+  end
   local out, k = {}, 0
   for part in string.gmatch(s .. ',', '([^,]*),') do
     k = k + 1
@@ -121,10 +150,24 @@ end
 local function vec(s, count) -- the caller's amounts
   return list(s, count) or fail('expected ' .. count .. ' amounts, got ' .. tostring(s))
 end
+local JOINS = {} -- 'a,b,c' of plain numbers: one string.format
 local function join(v)
-  local out = {}
-  for k = 1, #v do out[k] = S(v[k]) end
-  return table.concat(out, ',')
+  local count = #v
+  local plain = count >= 1 and count <= 16
+  for k = 1, count do
+    if type(v[k]) ~= 'number' then plain = false end
+  end
+  if not plain then
+    local out = {}
+    for k = 1, count do out[k] = S(v[k]) end
+    return table.concat(out, ',')
+  end
+  local format = JOINS[count]
+  if not format then
+    format = '%.0f' .. string.rep(',%.0f', count - 1)
+    JOINS[count] = format
+  end
+  return string.format(format, unpack(v))
 end
 local function id_arg(s)
   if #s > 64 or not string.find(s, '^[%w_%-]+$') then fail('bad id ' .. s) end
@@ -141,6 +184,17 @@ end
 
 -- -- limits ----------------------------------------------------------------------------
 
+-- Canonical: no leading zero (what is printed back is what was read, as spec_of writes).
+local function canonical(s)
+  local len = #s
+  if len > 1 and string.byte(s) == 48 then return nil end
+  if len <= 16 then
+    local x = tonumber(s)
+    if x < P then return x end
+  end
+  return num(s)
+end
+
 -- The limits in `text`, or nil unless it is canonical: dims valid and distinct, numbers
 -- plain, warn and headroom at most the limit. (A spec from a caller and a stored one are
 -- held to the same rule; the client writes specs exactly so.) A budget with a period has
@@ -149,23 +203,26 @@ local function spec(text)
   if type(text) ~= 'string' then return nil end
   local limits, tail = string.match(text, '^([^~]*)(.*)$')
   if tail ~= '' and not string.find(tail, '^~[^~]+$') then return nil end
-  local v = {dims = {}, lim = {}, warn = {}, soft = {}}
-  local parts, seen, k = {}, {}, 0
-  for dim, l, w, h in string.gmatch(limits, '([^,=]+)=(%d+)/(%d*)/(%d+)') do
-    if seen[dim] or not string.find(dim, '^[%w_%.%-]+$') then return nil end
+  local dims, lim, warns, soft, seen = {}, {}, {}, {}, {}
+  local k, at = 0, 1
+  -- The parts must follow each other, one comma apart, from the first character to the
+  -- last: nothing skipped between the matches (a dim with a character a dim may not have
+  -- is cut short by the pattern, so it leaves a gap too).
+  for s, dim, l, w, h, e in string.gmatch(limits, '()([%w_%.%-]+)=(%d+)/(%d*)/(%d+)()') do
+    if s ~= at or seen[dim] or (k > 0 and string.byte(limits, s - 1) ~= 44) then return nil end
     seen[dim] = true
-    local limit, headroom, warn = num(l), num(h), false
-    if w ~= '' then warn = num(w) end
+    local limit, headroom, warn = canonical(l), canonical(h), false
+    if w ~= '' then warn = canonical(w) end
     if not limit or not headroom or warn == nil or lt(limit, headroom)
       or (warn and lt(limit, warn)) then
       return nil
     end
     k = k + 1
-    v.dims[k], v.lim[k], v.warn[k], v.soft[k] = dim, limit, warn, sub(limit, headroom)
-    parts[k] = dim .. '=' .. S(limit) .. '/' .. (warn and S(warn) or '') .. '/' .. S(headroom)
+    dims[k], lim[k], warns[k], soft[k] = dim, limit, warn, sub(limit, headroom)
+    at = e + 1
   end
-  if k == 0 or table.concat(parts, ',') ~= limits then return nil end
-  return v
+  if k == 0 or at ~= #limits + 2 then return nil end
+  return {dims = dims, lim = lim, warn = warns, soft = soft}
 end
 local function dimstr(v) return table.concat(v.dims, ',') end
 
@@ -293,7 +350,7 @@ local function load(i)
   v.b, v.l, v.e, v.w, v.idle = b, l, e, KEYS[4 * i + 1], idle
   v.gone, v.seen, v.put, v.last = {}, {}, {}, 0
   if idle > 0 then -- an unnamed budget: its keys must outlive its last lease
-    local latest = redis.call('ZRANGE', e, -1, -1, 'WITHSCORES')
+    local latest = redis.call('ZRANGE', e, '-1', '-1', 'WITHSCORES')
     if latest[2] then v.last = tonumber(latest[2]) end
   end
   return v
@@ -322,10 +379,12 @@ local function drop(i, id, held)
   return nil
 end
 
--- Collect up to `limit` expired leases (and expired tombstones) at level i.
+-- Collect up to `limit` expired leases (and expired tombstones) at level i. (Arguments of
+-- redis.call are given as text where they can be: Redis turns a Lua number into text on
+-- every call.)
 local function collect(i, limit)
   local v = L[i]
-  local ids = redis.call('ZRANGEBYSCORE', v.e, '-inf', NOW, 'LIMIT', 0, limit)
+  local ids = redis.call('ZRANGEBYSCORE', v.e, '-inf', NOW, 'LIMIT', '0', limit)
   if #ids == 0 then return nil end
   local held = redis.call('HMGET', v.l, unpack(ids))
   for j = 1, #ids do
@@ -343,7 +402,7 @@ local function begin()
     L[i] = v
   end
   for i = 1, n do
-    local refusal = collect(i, 64)
+    local refusal = collect(i, '64')
     if refusal then return refusal end
   end
   return nil
@@ -400,6 +459,7 @@ end
 -- -- waiters -------------------------------------------------------------------------------
 
 local K = 16 -- tickets looked at per level and call (a bound, so a script stays short)
+local KLAST = '15' -- K - 1, as text for redis.call
 
 -- A ticket's expiry and the dims it is blocked on (a set of indexes at its level, or
 -- false: all of them); nil for a dead or unreadable ticket.
@@ -419,7 +479,7 @@ end
 local function line(i)
   local v = L[i]
   if v.queue then return v.queue end
-  local first = redis.call('ZRANGE', v.w, 0, K - 1, 'WITHSCORES')
+  local first = redis.call('ZRANGE', v.w, '0', KLAST, 'WITHSCORES')
   local q = {}
   if #first > 0 then
     local ids = {}
@@ -492,7 +552,7 @@ end
 -- Runs after the writes, on what they left: it reads with pcall and cannot fail.
 local function first_in_line(i, skip, ids, seen)
   local w = L[i].w
-  local ok, first = pcall(redis.call, 'ZRANGE', w, 0, K - 1)
+  local ok, first = pcall(redis.call, 'ZRANGE', w, '0', KLAST)
   if not ok or #first == 0 then return end
   local ok2, values = pcall(redis.call, 'HMGET', TICKETS, unpack(first))
   if not ok2 then return end
@@ -537,9 +597,16 @@ end
 local function write()
   for i = 1, n do
     local v = L[i]
-    if #v.gone > 0 then
-      redis.call('HDEL', v.l, unpack(v.gone))
-      redis.call('ZREM', v.e, unpack(v.gone))
+    local gone = v.gone
+    if #gone > 0 and #v.put > 0 then -- a lease closed here and its tombstone put: one write
+      local again, kept = {}, {}
+      for _, p in ipairs(v.put) do if p[2] then again[p[1]] = true end end
+      for _, id in ipairs(gone) do if not again[id] then kept[#kept + 1] = id end end
+      gone = kept
+    end
+    if #gone > 0 then
+      redis.call('HDEL', v.l, unpack(gone))
+      redis.call('ZREM', v.e, unpack(gone))
     end
     for _, p in ipairs(v.put) do
       if p[2] then
