@@ -235,6 +235,7 @@ class WaitQueue:
         "_asks",
         "_at",
         "_bounded",
+        "_fine",
         "_held",
         "_largest",
         "_largest_headroom",
@@ -259,6 +260,11 @@ class WaitQueue:
         # The chain and levels last merged into ``_largest``: waiters of one workload ask
         # the same, and comparing two tuples is cheaper than merging them again.
         self._bounded: tuple[Chain, tuple[tuple[int, ...], ...]] | None = None
+        # True when spend, as it is now, rules out nothing up to ``_largest`` as it is now
+        # (see `surely_possible`): set by `fail_impossible`, which every operation that
+        # grows spend or lowers limits runs while anyone waits; cleared when the bounds
+        # may grow, or when the queue fills again after spend may have grown unwatched.
+        self._fine = False
 
     # -- who is held back -----------------------------------------------------------------
 
@@ -307,21 +313,28 @@ class WaitQueue:
         ledgers, asked = waiter.chain.ledgers, waiter.asked
         # Taken off the levels it held back, then added to those it holds back now (the
         # last count of a level is of the waiters holding it back).
-        for k in range(old):
-            counts = held[ledgers[k]]
-            counts[-1] -= 1
-            for i in asked[k]:
-                counts[i] -= 1
-        for k in range(prefix):
-            ledger = ledgers[k]
-            found = held.get(ledger)
-            if found is None:
-                found = held[ledger] = [0] * (len(ledger.dims) + 1)
-            found[-1] += 1
-            for i in asked[k]:
-                found[i] += 1
+        if old:
+            for ledger, dims in zip(ledgers[:old], asked):
+                counts = held[ledger]
+                counts[-1] -= 1
+                for i in dims:
+                    counts[i] -= 1
+        if prefix:
+            for ledger, dims in zip(ledgers[:prefix], asked):
+                found = held.get(ledger)
+                if found is None:
+                    found = held[ledger] = [0] * (len(ledger.dims) + 1)
+                found[-1] += 1
+                for i in dims:
+                    found[i] += 1
         self._recorded += (prefix > 0) - (old > 0)
         waiter.prefix = prefix
+
+    def surely_possible(self, chain: Chain, levels: tuple[tuple[int, ...], ...]) -> bool:
+        """True when a newcomer asking *levels* (``chain.project(amounts)``) is known not to
+        be ruled out by spend: it asks what the last waiter merged into the bounds asked,
+        and spend rules out nothing within them. False says nothing: ask the chain."""
+        return self._fine and (chain, levels) == self._bounded
 
     # -- joining and leaving ----------------------------------------------------------------
 
@@ -340,6 +353,8 @@ class WaitQueue:
         if at is not None:  # `_place`, inlined: a new waiter is counted nowhere yet
             self._at[at] = self._at.get(at, 0) + 1
             waiter.at = at
+        if not self._queue:
+            self._fine = False  # spend may have grown while nobody waited
         self._queue[waiter] = None
         self.waiting += 1
         if refused_at is not None:
@@ -356,6 +371,7 @@ class WaitQueue:
             if merged == self._bounded:
                 return  # within the bounds already
             self._bounded = merged
+            self._fine = False
             bounds = self._largest
         for ledger, amounts in zip(ledgers, waiter.levels):
             largest = bounds.get(ledger)
@@ -397,6 +413,7 @@ class WaitQueue:
             if ledger.rules_out(bound, use_headroom=False):
                 break
         else:
+            self._fine = True
             for ledger, bound in self._largest_headroom.items():
                 if ledger.rules_out(bound, use_headroom=True):
                     break
@@ -415,6 +432,7 @@ class WaitQueue:
         self._largest.clear()
         self._largest_headroom.clear()
         self._bounded = None
+        self._fine = False
         for waiter in self._queue:
             bounds = self._largest_headroom if waiter.use_headroom else self._largest
             for ledger, amounts in zip(waiter.chain.ledgers, waiter.levels):

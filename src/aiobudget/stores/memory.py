@@ -420,7 +420,9 @@ class MemoryAccount:
             levels = chain.project(amounts)
             behind = queue.holds_back(chain, levels, use_headroom) if queue.waiting else None
             if behind is not None:
-                if chain.impossible(amounts, use_headroom=use_headroom):
+                if not queue.surely_possible(chain, levels) and chain.impossible(
+                    amounts, use_headroom=use_headroom
+                ):
                     return chain.reserve(amounts, use_headroom), None  # a Denial
             else:
                 taken = chain.take(amounts, use_headroom)
