@@ -88,18 +88,6 @@ _ASKED: Final[dict[object, tuple[tuple[int, ...], ...]]] = {}
 _ASKED_MAX: Final = 512
 
 
-def _asked(levels: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
-    """The positions of what *levels* ask (> 0), level by level."""
-    key: object = levels[0] if len(levels) == 1 else levels  # one level: no tuple to hash
-    asked = _ASKED.get(key)
-    if asked is None:
-        asked = tuple(tuple(compress(count(), held)) for held in levels)
-        if len(_ASKED) >= _ASKED_MAX:
-            _ASKED.clear()  # a workload of ever new amounts: keep it small
-        _ASKED[key] = asked
-    return asked
-
-
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -152,7 +140,14 @@ class Waiter:
             levels = chain.project(amounts)
         self.levels = levels  # what it asks at each level (``chain.project(amounts)``)
         # Positions of what it asks (> 0) at each level: what it competes for there.
-        self.asked = _asked(levels)
+        key: object = levels[0] if len(levels) == 1 else levels  # one level: a flat key
+        asked = _ASKED.get(key)
+        if asked is None:
+            asked = tuple(tuple(compress(count(), held)) for held in levels)
+            if len(_ASKED) >= _ASKED_MAX:
+                _ASKED.clear()  # a workload of ever new amounts: keep it small
+            _ASKED[key] = asked
+        self.asked = asked
         self.prefix = 0
         self.at: Ledger | None = None  # the level it waits at, for statistics
         self.ttl: float | None = None  # the store's: a deadline for the granted lease
