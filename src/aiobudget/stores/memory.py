@@ -360,7 +360,8 @@ class MemoryAccount:
                 self._tend(lease)
             outcome = lease.settle(actual)
             if self._queue.waiting:
-                self._queue.grant(spent=True)
+                # Nothing spent (a slot held, nothing recorded): nobody can be ruled out.
+                self._queue.grant(spent=any(actual))
             return outcome
         finally:
             lock.release()
