@@ -318,6 +318,18 @@ class Budget:
         ):
             return plain(core, vector)  # the defaults: nothing more to check
         if (
+            type(timeout) is float
+            and timeout >= 0  # not NaN
+            and use_headroom is False
+            and request_limit is None
+            and on_unrecorded == "refund"
+            and ttl is None
+        ):
+            # A reservation that waits, with the other defaults: nothing more to check.
+            if timeout == math.inf:
+                return plain(core, vector, PATIENT)
+            return plain(core, vector, Options(timeout, False, None, "refund"))
+        if (
             timeout is not None
             and not (type(timeout) is float and timeout >= 0)  # the common case, tested first
             and (
@@ -350,14 +362,6 @@ class Budget:
                 raise RequestLimitExceeded(
                     dim=self.dims[i], requested=vector[i], limit=caps[i], budget=self.name
                 )
-        if (
-            timeout == math.inf
-            and caps is None
-            and not use_headroom
-            and on_unrecorded == "refund"
-            and ttl is None
-        ):
-            return Reservation(core, vector, PATIENT)
         return Reservation(core, vector, Options(timeout, use_headroom, caps, on_unrecorded, ttl))
 
     async def acquire(

@@ -121,12 +121,13 @@ class _Logger:
 
     def __init__(self) -> None:
         # (the configuration seen, or None while the proxy caches; the bound logger; DEBUG
-        # on?), replaced whole so that no thread sees one logger with another's answer.
-        self._state: tuple[tuple[object, ...] | None, Any, bool] = ((), None, False)
+        # on?; the proxy it came from), replaced whole so that no thread sees one logger
+        # with another's answer.
+        self._state: tuple[tuple[object, ...] | None, Any, bool, Any] = ((), None, False, None)
 
     def _resolve(self) -> tuple[Any, bool]:
         """The bound logger, and whether it lets DEBUG events through."""
-        seen, bound, debug = self._state
+        seen, bound, debug, _ = self._state
         if seen is None:
             current = _proxy.bind()
             if current is bound:
@@ -138,7 +139,7 @@ class _Logger:
         enabled = getattr(current, "is_enabled_for", None)
         debug = is_configured() and (enabled is None or bool(enabled(logging.DEBUG)))
         caches = _proxy.bind() is current
-        self._state = (None if caches else _configuration(), current, debug)
+        self._state = (None if caches else _configuration(), current, debug, _proxy)
         return current, debug
 
     @property
@@ -147,7 +148,9 @@ class _Logger:
         if not is_configured():
             return False
         state = self._state
-        if state[0] is None and _proxy.bind() is state[1]:  # _resolve's fast path, inlined
+        # _resolve's fast path, inlined. A proxy that cached a logger returns it for good,
+        # so the same proxy is the same logger, without asking it.
+        if state[0] is None and state[3] is _proxy:
             return state[2]
         return self._resolve()[1]
 

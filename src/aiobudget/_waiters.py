@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["WaitQueue", "Waiter"]
 
 _get_running_loop: Final = asyncio.get_running_loop
+_modules: Final = sys.modules
 _get_ident: Final = threading.get_ident
 _FOREVER: Final = math.inf
 
@@ -67,10 +68,11 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
     """The asyncio loop running the current task, or None under another library."""
-    loop = _running_loop()
-    if loop is None:
+    try:
+        loop = _get_running_loop()
+    except RuntimeError:
         return None
-    sniffio = sys.modules.get("sniffio")
+    sniffio = _modules.get("sniffio")
     if (
         sniffio is not None
         and (sniffio.thread_local.name or sniffio.current_async_library_cvar.get() or "asyncio")
@@ -78,6 +80,12 @@ def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
     ):
         return None  # e.g. a Trio task running in guest mode on top of this loop
     return loop
+
+
+# What a waiter asks (> 0) at each level, by what it asks there: waiters of one workload
+# ask the same few amounts, and building it costs more than looking it up.
+_ASKED: Final[dict[object, tuple[tuple[int, ...], ...]]] = {}
+_ASKED_MAX: Final = 512
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -115,7 +123,6 @@ class Waiter:
     # Set under other libraries than asyncio only (an asyncio waiter has a future).
     _event: anyio.Event
     _token: EventLoopToken
-    _thread: int
 
     def __init__(
         self,
@@ -133,24 +140,42 @@ class Waiter:
             levels = chain.project(amounts)
         self.levels = levels  # what it asks at each level (``chain.project(amounts)``)
         # Positions of what it asks (> 0) at each level: what it competes for there.
-        if len(levels) == 1:
-            self.asked: tuple[tuple[int, ...], ...] = (tuple(compress(count(), amounts)),)
-        else:
-            self.asked = tuple(tuple(compress(count(), held)) for held in levels)
+        key: object = levels[0] if len(levels) == 1 else levels  # one level: a flat key
+        asked = _ASKED.get(key)
+        if asked is None:
+            asked = tuple(tuple(compress(count(), held)) for held in levels)
+            if len(_ASKED) >= _ASKED_MAX:
+                _ASKED.clear()  # a workload of ever new amounts: keep it small
+            _ASKED[key] = asked
+        self.asked = asked
         self.prefix = 0
         self.at: Ledger | None = None  # the level it waits at, for statistics
         self.ttl: float | None = None  # the store's: a deadline for the granted lease
         self.lease: Lease | None = None  # set when granted
         self.denial: Denial | None = None  # set when waiting became useless
         self._timer: asyncio.TimerHandle | None = None
-        loop = _asyncio_loop()
+        # `_asyncio_loop`, inlined: a waiter is made per reservation that waits.
+        try:
+            loop: asyncio.AbstractEventLoop | None = _get_running_loop()
+        except RuntimeError:
+            loop = None
+        sniffio = _modules.get("sniffio")
+        if (
+            loop is not None
+            and sniffio is not None
+            and (sniffio.thread_local.name or sniffio.current_async_library_cvar.get() or "asyncio")
+            != "asyncio"
+        ):
+            loop = None  # e.g. a Trio task running in guest mode on top of this loop
+        # The thread whose event loop runs the waiting task: woken from it, the waiter is
+        # woken directly (see `wake`).
+        self._thread = _get_ident()
         if loop is not None:
             self._future: asyncio.Future[None] | None = loop.create_future()
         else:
             self._future = None
             self._event = anyio.Event()
             self._token = current_token()
-            self._thread = _get_ident()
 
     def wait(self) -> Awaitable[object]:
         """Something to await until `wake` is called or the timeout passes. Call `stop`
@@ -178,14 +203,15 @@ class Waiter:
         to wake, so that failure is ignored."""
         future = self._future
         try:
-            if future is not None:
-                loop = future.get_loop()
-                if _running_loop() is loop:
-                    _resolve(future)
-                else:
-                    loop.call_soon_threadsafe(_resolve, future)
-            elif _get_ident() == self._thread:
-                self._event.set()
+            if _get_ident() == self._thread:
+                # The thread the task waits in, where its loop runs (a thread runs one loop
+                # at a time): no need to ask for the running loop, a system call per ask.
+                if future is None:
+                    self._event.set()
+                elif not future.done():
+                    future.set_result(None)
+            elif future is not None:
+                future.get_loop().call_soon_threadsafe(_resolve, future)
             else:
                 token = self._token
                 token.backend_class.run_sync_soon(self._event.set, (), token.native_token)
@@ -203,6 +229,8 @@ class WaitQueue:
     __slots__ = (
         "_asks",
         "_at",
+        "_bounded",
+        "_fine",
         "_held",
         "_largest",
         "_largest_headroom",
@@ -224,6 +252,14 @@ class WaitQueue:
         # headroom), so that finding waiters spend has ruled out rarely scans the queue
         self._largest: dict[Ledger, list[int]] = {}
         self._largest_headroom: dict[Ledger, list[int]] = {}
+        # The chain and levels last merged into ``_largest``: waiters of one workload ask
+        # the same, and comparing two tuples is cheaper than merging them again.
+        self._bounded: tuple[Chain, tuple[tuple[int, ...], ...]] | None = None
+        # True when spend, as it is now, rules out nothing up to ``_largest`` as it is now
+        # (see `surely_possible`): set by `fail_impossible`, which every operation that
+        # grows spend or lowers limits runs while anyone waits; cleared when the bounds
+        # may grow, or when the queue fills again after spend may have grown unwatched.
+        self._fine = False
 
     # -- who is held back -----------------------------------------------------------------
 
@@ -268,35 +304,52 @@ class WaitQueue:
         old = waiter.prefix
         if old == prefix:
             return
+        held = self._held
+        ledgers, asked = waiter.chain.ledgers, waiter.asked
+        # Taken off the levels it held back, then added to those it holds back now (the
+        # last count of a level is of the waiters holding it back).
         if old:
-            self._count(waiter, old, -1)
+            for ledger, dims in zip(ledgers[:old], asked):
+                counts = held[ledger]
+                counts[-1] -= 1
+                for i in dims:
+                    counts[i] -= 1
         if prefix:
-            self._count(waiter, prefix, 1)
+            for ledger, dims in zip(ledgers[:prefix], asked):
+                found = held.get(ledger)
+                if found is None:
+                    found = held[ledger] = [0] * (len(ledger.dims) + 1)
+                found[-1] += 1
+                for i in dims:
+                    found[i] += 1
         self._recorded += (prefix > 0) - (old > 0)
         waiter.prefix = prefix
 
-    def _count(self, waiter: Waiter, prefix: int, step: int) -> None:
-        held = self._held
-        ledgers, asked = waiter.chain.ledgers, waiter.asked
-        for k in range(prefix):
-            ledger = ledgers[k]
-            counts = held.get(ledger)
-            if counts is None:  # the last count is of the waiters holding this level back
-                counts = held[ledger] = [0] * (len(ledger.dims) + 1)
-            counts[-1] += step
-            for i in asked[k]:
-                counts[i] += step
+    def surely_possible(self, chain: Chain, levels: tuple[tuple[int, ...], ...]) -> bool:
+        """True when a newcomer asking *levels* (``chain.project(amounts)``) is known not to
+        be ruled out by spend: it asks what the last waiter merged into the bounds asked,
+        and spend rules out nothing within them. False says nothing: ask the chain."""
+        return self._fine and (chain, levels) == self._bounded
 
     # -- joining and leaving ----------------------------------------------------------------
 
-    def push(self, waiter: Waiter, refused_at: int | None) -> None:
+    def push(self, waiter: Waiter, refused_at: int | None, behind: int | None = -1) -> None:
         """Queue *waiter*: refused at level *refused_at* of its chain, or held back by an
-        earlier waiter (``None``)."""
+        earlier waiter (``None``). *behind* is, for the latter, the level at which it is
+        held back when the caller knows it already (`holds_back`), None for nowhere."""
+        ledgers = waiter.chain.ledgers
         if refused_at is None:
-            behind = self.holds_back(waiter.chain, waiter.levels, waiter.use_headroom)
-            self._place(waiter, None if behind is None else waiter.chain.ledgers[behind[0]])
+            if behind == -1:
+                found = self.holds_back(waiter.chain, waiter.levels, waiter.use_headroom)
+                behind = None if found is None else found[0]
+            at = None if behind is None else ledgers[behind]
         else:
-            self._place(waiter, waiter.chain.ledgers[refused_at])
+            at = ledgers[refused_at]
+        if at is not None:  # `_place`, inlined: a new waiter is counted nowhere yet
+            self._at[at] = self._at.get(at, 0) + 1
+            waiter.at = at
+        if not self._queue:
+            self._fine = False  # spend may have grown while nobody waited
         self._queue[waiter] = None
         self.waiting += 1
         if refused_at is not None:
@@ -306,8 +359,16 @@ class WaitQueue:
             asks.extend([0] * len(waiter.levels[-1]))
         for i in waiter.asked[-1]:
             asks[i] += 1
-        bounds = self._largest_headroom if waiter.use_headroom else self._largest
-        for ledger, amounts in zip(waiter.chain.ledgers, waiter.levels):
+        if waiter.use_headroom:
+            bounds = self._largest_headroom
+        else:
+            merged = (waiter.chain, waiter.levels)
+            if merged == self._bounded:
+                return  # within the bounds already
+            self._bounded = merged
+            self._fine = False
+            bounds = self._largest
+        for ledger, amounts in zip(ledgers, waiter.levels):
             largest = bounds.get(ledger)
             if largest is None:
                 bounds[ledger] = list(amounts)
@@ -319,8 +380,15 @@ class WaitQueue:
         calls `grant`, since those it held back may now be free."""
         if self._queue.pop(waiter, waiter) is waiter:  # not queued (any more)
             return
+        self._forget(waiter)
+
+    def _forget(self, waiter: Waiter) -> None:
+        """The counts of a waiter just taken out of the queue."""
         self.waiting -= 1
-        self._place(waiter, None)
+        at = waiter.at
+        if at is not None:  # `_place(waiter, None)`, inlined
+            self._at[at] -= 1
+            waiter.at = None
         if waiter.prefix:
             self._record(waiter, 0)
         asks = self._asks
@@ -332,11 +400,20 @@ class WaitQueue:
     def fail_impossible(self) -> None:
         """Fail the waiters that spend has ruled out, after spend grew or limits fell.
         The caller then calls `grant`: those they held back may now be free."""
-        if not self._queue or not (
-            _rules_out(self._largest, use_headroom=False)
-            or (self._largest_headroom and _rules_out(self._largest_headroom, use_headroom=True))
-        ):
+        if not self._queue:
             return
+        # Judged first by the bound of what the waiters ask: the queue is scanned only
+        # when spend may rule out one of them.
+        for ledger, bound in self._largest.items():
+            if ledger.rules_out(bound, use_headroom=False):
+                break
+        else:
+            self._fine = True
+            for ledger, bound in self._largest_headroom.items():
+                if ledger.rules_out(bound, use_headroom=True):
+                    break
+            else:
+                return
         failed = [
             waiter
             for waiter in self._queue
@@ -349,6 +426,8 @@ class WaitQueue:
         # Recompute the bounds exactly from who is left.
         self._largest.clear()
         self._largest_headroom.clear()
+        self._bounded = None
+        self._fine = False
         for waiter in self._queue:
             bounds = self._largest_headroom if waiter.use_headroom else self._largest
             for ledger, amounts in zip(waiter.chain.ledgers, waiter.levels):
@@ -358,15 +437,21 @@ class WaitQueue:
                 else:
                     largest[:] = map(max, largest, amounts)
 
-    def grant(self) -> None:
+    def grant(self, *, spent: bool = False) -> None:
         """Hand freed budget to the waiters that now fit, in order, and wake them.
 
         Walks from the head, noting what each waiter that does not fit holds back, and
-        stops once nobody behind can be let in.
+        stops once nobody behind can be let in. With *spent* (spend grew or limits fell
+        since the last grant), first fail the waiters that spend has ruled out
+        (`fail_impossible`).
         """
         queue = self._queue
         if not queue:
             return
+        if spent:
+            self.fail_impossible()
+            if not queue:
+                return
         everyone = len(queue)
         unwalked = self._recorded  # records of waiters not walked yet
         held: dict[Ledger, set[int]] = {}  # what the waiters walked so far hold back
@@ -375,45 +460,71 @@ class WaitQueue:
         for waiter in queue:
             if waiter.prefix:
                 unwalked -= 1
-            chain = waiter.chain
             if held and _competes(waiter, held):
-                self._record(waiter, 0)
+                if waiter.prefix:
+                    self._record(waiter, 0)
                 continue
-            level = chain.refusing_level(waiter.amounts, use_headroom=waiter.use_headroom)
-            if level is None:
-                lease = chain.reserve(waiter.amounts, waiter.use_headroom)
-                assert type(lease) is Lease  # it fits: checked just above
-                waiter.lease = lease
+            chain = waiter.chain
+            taken = chain.take(waiter.amounts, waiter.use_headroom)
+            if type(taken) is Lease:
+                waiter.lease = taken
                 finished.append(waiter)
                 continue
-            self._record(waiter, level + 1)
-            self._place(waiter, chain.ledgers[level])
-            for ledger, asked in zip(chain.ledgers[: level + 1], waiter.asked):
+            level = taken
+            if (
+                finished
+                and (last := finished[-1]).prefix == level + 1
+                and last.chain is chain
+                and last.asked is waiter.asked
+                and not waiter.prefix
+            ):
+                # The waiter granted just before held back what this one now holds
+                # back (the common hand-over: the new head asks what the old one did):
+                # its record is handed on, the counts stay as they are.
+                last.prefix = 0
+                waiter.prefix = level + 1
+            else:
+                self._record(waiter, level + 1)
+            ledgers = chain.ledgers
+            if waiter.at is not ledgers[level]:
+                self._place(waiter, ledgers[level])
+            # Refused at the root on a dimension every waiter asks: all behind are held
+            # back, and (no record left behind) none of them holds anything back.
+            if level == len(ledgers) - 1 and not unwalked:
+                stop = False
+                for i in waiter.asked[level]:
+                    if asks[i] == everyone:
+                        stop = True
+                        break
+                if stop:
+                    break
+            for ledger, asked in zip(ledgers[: level + 1], waiter.asked):
                 dims = held.get(ledger)
                 if dims is None:
                     held[ledger] = set(asked)
                 else:
                     dims.update(asked)
-            # Refused at the root on a dimension every waiter asks: all behind are held
-            # back, and (no record left behind) none of them holds anything back.
-            if level == len(chain.ledgers) - 1 and not unwalked:
-                for i in waiter.asked[level]:
-                    if asks[i] == everyone:
-                        break
-                else:
-                    continue
-                break
+        if finished:
+            self._wake(finished)
+
+    def _wake(self, finished: list[Waiter]) -> None:
+        """Take the waiters just granted out of the queue (`remove`, inlined) and wake
+        them."""
+        queue = self._queue
+        asks = self._asks
+        self.waiting -= len(finished)
+        at = self._at
         for waiter in finished:
-            self.remove(waiter)
+            del queue[waiter]
+            place = waiter.at
+            if place is not None:
+                at[place] -= 1
+                waiter.at = None
+            if waiter.prefix:
+                self._record(waiter, 0)
+            for i in waiter.asked[-1]:
+                asks[i] -= 1
             waiter.wake()
-
-
-def _rules_out(bounds: dict[Ledger, list[int]], *, use_headroom: bool) -> bool:
-    """Whether spend may rule out some waiter, judging by the bound of what they ask."""
-    for ledger, largest in bounds.items():
-        if ledger.rules_out(largest, use_headroom=use_headroom):
-            return True
-    return False
 
 
 def _competes(waiter: Waiter, held: dict[Ledger, set[int]]) -> bool:

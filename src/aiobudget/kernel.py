@@ -74,6 +74,9 @@ MAX_AMOUNT: Final = 2**63 - 1
 
 _DIM_RE: Final = re.compile(r"[A-Za-z0-9_.\-]+")
 _NEVER: Final = MAX_AMOUNT + 1  # a warn level no total can reach
+# The type of a flag, typed loosely so that checking a value the signature says is a bool
+# (hot paths test its type inline rather than call `check_flag`) type-checks.
+_FLAG: Final[type] = bool
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -519,11 +522,17 @@ class Ledger:
 
     def rules_out(self, amounts: Sequence[int], *, use_headroom: bool = False) -> bool:
         """True when ``spent`` alone leaves no room for *amounts* (in this ledger's order)."""
-        check_flag(use_headroom, "use_headroom")
+        if type(use_headroom) is not _FLAG:  # `check_flag` without a call when it is one
+            check_flag(use_headroom, "use_headroom")
         caps = self._hard if use_headroom else self._soft
-        for spent, amount, cap in zip(self._spent, amounts, caps):  # noqa: SIM110 - no generator
-            if spent + amount > cap:
+        spent = self._spent
+        if len(amounts) > len(spent):
+            amounts = amounts[: len(spent)]  # as a zip would: extra values are not looked at
+        i = 0
+        for amount in amounts:  # indexes rather than a zip: asked after every settle
+            if spent[i] + amount > caps[i]:
                 return True
+            i += 1
         return False
 
     def _finish(self, code: int) -> Outcome:
@@ -788,7 +797,8 @@ class Chain:
         Fits when ``spent + reserved + amount <= limit - headroom`` on every dimension of
         every level (``<= limit`` with *use_headroom*).
         """
-        check_flag(use_headroom, "use_headroom")
+        if type(use_headroom) is not _FLAG:
+            check_flag(use_headroom, "use_headroom")
         ledger = self._single
         if ledger is None:
             return self._reserve_levels(amounts, use_headroom)
@@ -818,6 +828,52 @@ class Chain:
         return lease
 
     def _reserve_levels(self, amounts: tuple[int, ...], use_headroom: bool) -> Lease | Denial:
+        taken = self._take_levels(amounts, use_headroom)
+        if type(taken) is Lease:
+            return taken
+        level, i = taken
+        return self._deny(level, i, amounts, use_headroom)
+
+    def take(self, amounts: tuple[int, ...], use_headroom: bool = False) -> Lease | int:
+        """`reserve` for a caller that needs no `Denial`: the lease, or the first level
+        (counted from the leaf) at which *amounts* do not fit now, nothing changed.
+
+        A wait queue handing budget over asks this of each waiter it walks, and needs
+        only the level of those that do not fit, so none is built for them.
+        """
+        if type(use_headroom) is not _FLAG:
+            check_flag(use_headroom, "use_headroom")
+        ledger = self._single
+        if ledger is None:
+            taken = self._take_levels(amounts, use_headroom)
+            return taken if type(taken) is Lease else taken[0]
+        used = ledger._used
+        if len(amounts) != ledger._width:
+            _wrong_length(amounts, ledger._width)
+        calm = ledger._calm_hard if use_headroom else ledger._calm_soft
+        loud = False
+        i = 0
+        for amount in amounts:  # held as checked; given back if a later one does not fit
+            total = used[i] + amount
+            if total > calm[i]:
+                if total > (ledger._hard if use_headroom else ledger._soft)[i]:
+                    for j in range(i):
+                        used[j] -= amounts[j]
+                    return 0
+                loud = True
+            used[i] = total
+            i += 1
+        lease = _new_lease(Lease)
+        lease.chain = self
+        lease.amounts = amounts
+        lease.outcome = ledger._finish(ledger._code()) if loud else ledger._outcomes[0]
+        lease._levels = None
+        ledger._leases += 1
+        return lease
+
+    def _take_levels(self, amounts: tuple[int, ...], use_headroom: bool) -> Lease | tuple[int, int]:
+        """Hold *amounts* at every level of a chain of several, or change nothing and
+        return the first level and dimension where they do not fit."""
         if len(amounts) != self._width:
             _wrong_length(amounts, self._width)
         levels = tuple(
@@ -826,7 +882,7 @@ class Chain:
         for level, (ledger, held) in enumerate(zip(self.ledgers, levels)):
             i = _first_unfit(ledger, held, ledger._hard if use_headroom else ledger._soft)
             if i >= 0:
-                return self._deny(level, i, amounts, use_headroom)
+                return level, i
         loud = False
         for ledger, held in zip(self.ledgers, levels):
             if _hold(ledger, held):
@@ -839,7 +895,8 @@ class Chain:
     def refusing_level(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> int | None:
         """The first level (counted from the leaf) at which *amounts* would not fit now, or
         ``None`` when they fit everywhere: `check` without building a `Denial`."""
-        check_flag(use_headroom, "use_headroom")
+        if type(use_headroom) is not _FLAG:
+            check_flag(use_headroom, "use_headroom")
         if len(amounts) != self._width:
             _wrong_length(amounts, self._width)
         ledger = self._single
@@ -854,7 +911,8 @@ class Chain:
 
     def check(self, amounts: tuple[int, ...], *, use_headroom: bool = False) -> Denial | None:
         """Where *amounts* would not fit now, or ``None`` if they would; changes nothing."""
-        check_flag(use_headroom, "use_headroom")
+        if type(use_headroom) is not _FLAG:
+            check_flag(use_headroom, "use_headroom")
         if len(amounts) != self._width:
             _wrong_length(amounts, self._width)
         for level, (ledger, view) in enumerate(zip(self.ledgers, self._views)):

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["MemoryAccount", "MemoryStore"]
 
 _REMEMBER: Final = 1024  # expired reservations remembered, to say "expired" when closed late
+_FOREVER: Final = math.inf
 
 
 @final
@@ -359,7 +360,8 @@ class MemoryAccount:
                 self._tend(lease)
             outcome = lease.settle(actual)
             if self._queue.waiting:
-                _wake(self._queue)
+                # Nothing spent (a slot held, nothing recorded): nobody can be ruled out.
+                self._queue.grant(spent=any(actual))
             return outcome
         finally:
             lock.release()
@@ -417,16 +419,22 @@ class MemoryAccount:
                 return self._timed(self._try(amounts, use_headroom), ttl), None
             refused_at = None
             levels = chain.project(amounts)
-            if queue.waiting and queue.holds_back(chain, levels, use_headroom) is not None:
-                if chain.impossible(amounts, use_headroom=use_headroom):
+            behind = queue.holds_back(chain, levels, use_headroom) if queue.waiting else None
+            if behind is not None:
+                if not queue.surely_possible(chain, levels) and chain.impossible(
+                    amounts, use_headroom=use_headroom
+                ):
                     return chain.reserve(amounts, use_headroom), None  # a Denial
             else:
-                refused_at = chain.refusing_level(amounts, use_headroom=use_headroom)
-                if refused_at is None or chain.impossible(amounts, use_headroom=use_headroom):
-                    return self._timed(chain.reserve(amounts, use_headroom), ttl), None
+                taken = chain.take(amounts, use_headroom)
+                if type(taken) is Lease:
+                    return self._timed(taken, ttl), None
+                refused_at = taken
+                if chain.impossible(amounts, use_headroom=use_headroom):
+                    return chain.reserve(amounts, use_headroom), None  # a Denial
             waiter = Waiter(chain, amounts, use_headroom, timeout, levels)
             waiter.ttl = ttl
-            queue.push(waiter, refused_at)
+            queue.push(waiter, refused_at, None if behind is None else behind[0])
             return None, waiter
         finally:
             lock.release()
@@ -440,8 +448,9 @@ class MemoryAccount:
 
     def collect(self, ticket: Ticket) -> Lease | Denial:
         """The answer for a ticket whose wait is over."""
-        waiter = _waiter(ticket)
-        waiter.stop()
+        waiter = ticket if type(ticket) is Waiter else _waiter(ticket)
+        if waiter.timeout != _FOREVER:
+            waiter.stop()  # only a finite wait has a timer to cancel
         lease = waiter.lease
         if lease is not None and waiter.ttl is None:  # set under the lock before waking us
             return lease
@@ -562,8 +571,7 @@ class MemoryAccount:
 def _wake(queue: WaitQueue) -> None:
     """After spend grew or limits changed: fail who never can fit, grant who fits now."""
     if queue.waiting:
-        queue.fail_impossible()
-        queue.grant()
+        queue.grant(spent=True)
 
 
 def _waiter(ticket: Ticket) -> Waiter:
