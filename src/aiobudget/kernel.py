@@ -526,8 +526,8 @@ class Ledger:
             check_flag(use_headroom, "use_headroom")
         caps = self._hard if use_headroom else self._soft
         spent = self._spent
-        if len(amounts) > len(spent):
-            amounts = amounts[: len(spent)]  # as a zip would: extra values are not looked at
+        if len(amounts) != len(spent):
+            _wrong_length(amounts, len(spent))
         i = 0
         for amount in amounts:  # indexes rather than a zip: asked after every settle
             if spent[i] + amount > caps[i]:

@@ -393,10 +393,16 @@ class TestFlags:
 
     @pytest.mark.parametrize("value", ["false", 0, 1, None])
     def test_reserve_use_headroom(self, value: object, unchanged: Chain) -> None:
-        """Chain.reserve, Chain.check and Ledger.rules_out refuse a non-bool
-        use_headroom."""
+        """Chain.reserve, take, check and refusing_level and Ledger.rules_out refuse a
+        non-bool use_headroom."""
         amounts = unchanged.leaf.vector({COST: usd("4.5")})  # only fits inside the headroom
-        for call in (unchanged.reserve, unchanged.check, unchanged.leaf.rules_out):
+        for call in (
+            unchanged.reserve,
+            unchanged.take,
+            unchanged.check,
+            unchanged.refusing_level,
+            unchanged.leaf.rules_out,
+        ):
             with pytest.raises(TypeError, match="use_headroom"):
                 call(amounts, use_headroom=value)  # type: ignore[operator]
 

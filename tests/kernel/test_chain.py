@@ -17,6 +17,7 @@ from aiobudget.kernel import (
     Chain,
     Crossing,
     Denial,
+    Lease,
     Ledger,
     Limit,
     Outcome,
@@ -216,10 +217,67 @@ class TestChain:
             assert denial.level == chain.refusing_level(amounts)
         assert before == counters(leaf, root)
 
+    @pytest.mark.parametrize("amounts", [(1, 1), ()])
+    def test_take_of_one_level_refuses_vectors_of_the_wrong_length(
+        self, amounts: tuple[int, ...]
+    ) -> None:
+        """take() on a one-level chain refuses a vector of the wrong length, holding
+        nothing."""
+        leaf, chain = single({"a": 10})
+        with pytest.raises(InvalidAmount):
+            chain.take(amounts)
+        assert [((0,), (0,))] == counters(leaf)
+
+    @pytest.mark.parametrize("amounts", [(1,), (1, 1, 1, 1)])
+    def test_rules_out_refuses_vectors_of_the_wrong_length(self, amounts: tuple[int, ...]) -> None:
+        """Ledger.rules_out takes a vector in the ledger's own order and length only."""
+        leaf, _, _ = two_levels()
+        with pytest.raises(InvalidAmount):
+            leaf.rules_out(amounts)
+
     def test_refusing_level_of_one_level(self) -> None:
         """On a one-level chain: 0 when it does not fit, None when it does."""
         _, chain = single({"a": 10})
         assert (None, 0) == (chain.refusing_level((10,)), chain.refusing_level((11,)))
+
+    def test_take_is_reserve_without_a_denial(self) -> None:
+        """take() holds what fits as reserve() would (the same counters and outcome),
+        and for what does not fit returns the level check() denies at, changing nothing."""
+        leaf, root, chain = two_levels()
+        hold(chain, (0, 25, 0))
+        for amounts in [(0, 6, 0), (0, 6, 101), (36, 0, 0)]:
+            before = counters(leaf, root)
+            denial = chain.check(amounts)
+            assert denial is not None
+            assert denial.level == chain.take(amounts)
+            assert before == counters(leaf, root)
+        taken = chain.take((36, 0, 0), use_headroom=True)
+        assert isinstance(taken, Lease)
+        twin_leaf, twin_root, twin = two_levels()
+        hold(twin, (0, 25, 0))
+        reserved = twin.reserve((36, 0, 0), use_headroom=True)
+        assert isinstance(reserved, Lease)
+        assert reserved.outcome == taken.outcome
+        assert counters(twin_leaf, twin_root) == counters(leaf, root)
+        assert taken.settle((1, 0, 0)) == reserved.settle((1, 0, 0))
+        assert counters(twin_leaf, twin_root) == counters(leaf, root)
+        assert ((1, 0, 0), (0, 25, 0)) == counters(leaf)[0]
+
+    @pytest.mark.parametrize("limit", [10, Limit(10, warn=5)])
+    def test_take_on_one_level(self, limit: Limit | int) -> None:
+        """On a one-level chain: 0 when it does not fit, nothing held; a lease when it
+        does, with the outcome reserve() would give (a warning crossed, or none)."""
+        leaf, chain = single({"a": limit, "b": 10})
+        assert 0 == chain.take((3, 11))
+        assert [((0, 0), (0, 0))] == counters(leaf)
+        lease = chain.take((6, 1))
+        assert isinstance(lease, Lease)
+        expected = single({"a": limit, "b": 10})[1].reserve((6, 1))
+        assert isinstance(expected, Lease)
+        assert expected.outcome == lease.outcome
+        assert [((0, 0), (6, 1))] == counters(leaf)
+        lease.release()
+        assert [((0, 0), (0, 0))] == counters(leaf)
 
     def test_a_child_with_its_parents_dimensions_in_order(self) -> None:
         """A parent whose dimensions are the child's, in the same order, sees the
@@ -234,7 +292,7 @@ class TestChain:
         hold(chain, (3, 3)).release()
         assert [((1, 1), (0, 0)), ((1, 1), (0, 0))] == counters(leaf, root)
 
-    @pytest.mark.parametrize("operation", ["reserve", "refusing level"])
+    @pytest.mark.parametrize("operation", ["reserve", "refusing level", "take"])
     @pytest.mark.parametrize("amounts", [(1,), (1, 1, 1, 1)])
     def test_chain_of_levels_refuses_vectors_of_the_wrong_length(
         self, operation: str, amounts: tuple[int, ...]
@@ -245,6 +303,7 @@ class TestChain:
         calls = {
             "reserve": lambda: chain.reserve(amounts),
             "refusing level": lambda: chain.refusing_level(amounts),
+            "take": lambda: chain.take(amounts),
         }
         with pytest.raises(InvalidAmount):
             calls[operation]()
