@@ -847,6 +847,8 @@ class Chain:
         if ledger is None:
             taken = self._take_levels(amounts, use_headroom)
             return taken if type(taken) is Lease else taken[0]
+        # `reserve`'s one-level path, repeated rather than shared: on the hand-over path a
+        # call costs more than these lines, and the kernel tests hold the two to each other.
         used = ledger._used
         if len(amounts) != ledger._width:
             _wrong_length(amounts, ledger._width)
