@@ -487,6 +487,8 @@ class TestWithRedis:
                 },
             },
             "verdict": {"status": "continue", "dim": None},
+            "held": 0,
+            "waiting": 0,
         }
 
     def test_show_text(
@@ -498,6 +500,24 @@ class TestWithRedis:
         assert "budget 'tenant-7'" in out
         assert re.search(r"tokens\s+10,000\s+8,000\s+0\s+1,200\s+0\s+8,800", out)
         assert "verdict: continue" in out
+        assert "reservations: 0 held, 0 waiting" in out
+
+    def test_show_counts_held_reservations(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        redis_url: str,
+        redis_prefix: str,
+        redis_args: list[str],
+        stored: str,
+    ) -> None:
+        """show says how many reservations are held and waiting, in text and JSON."""
+        limits = {TOKENS: Limit(10_000, warn=8_000), CALLS: 50}
+        for _ in range(2):
+            _hold(redis_url, redis_prefix, stored, limits, tokens=100)
+        assert main(["show", stored, *redis_args]) == 0
+        assert "reservations: 2 held, 0 waiting" in capsys.readouterr().out
+        _, shown = self._show(capsys, redis_args, stored)
+        assert (2, 0, 200) == (shown["held"], shown["waiting"], shown["dims"]["tokens"]["reserved"])
 
     def test_show_a_budget_with_a_period(
         self,

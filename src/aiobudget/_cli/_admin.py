@@ -48,6 +48,8 @@ def _snapshot_json(name: str, snap: Snapshot, period: Period | None = None) -> d
             for dim, limit in snap.limits.items()
         },
         "verdict": {"status": snap.verdict.status.value, "dim": snap.verdict.dim},
+        "held": snap.held,
+        "waiting": snap.waiting,
     }
 
 
@@ -98,6 +100,7 @@ def _snapshot_text(name: str, snap: Snapshot, where: str, period: Period | None 
     verdict = _verdict_text(snap)
     return (
         f"budget {name!r} ({where})\n{table_text}\nverdict: {verdict}{_period_text(snap, period)}"
+        f"\nreservations: {snap.held:,} held, {snap.waiting:,} waiting"
     )
 
 
