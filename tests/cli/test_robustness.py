@@ -183,6 +183,7 @@ class TestWrongRedis:
             ("http://127.0.0.1:6379", 2, "invalid Redis URL"),
             ("not a url", 2, "invalid Redis URL"),
             ("redis://127.0.0.1:6379/0?socket_timeout=soon", 2, "invalid Redis URL"),
+            ("redis://127.0.0.1:6379/abc", 2, "database number"),
         ],
     )
     def test_dead_or_malformed(

@@ -348,6 +348,11 @@ class TestCleanUpAndValidation:
             RedisStore("htp://127.0.0.1:6379")
         with pytest.raises(ValueError, match="not a Redis URL"):
             RedisStore("redis://127.0.0.1:port/0")
+        for path in ("/abc", "/0/1", "/-1"):  # redis-py would take the first two for /0
+            with pytest.raises(ValueError, match="database number"):
+                RedisStore(f"redis://127.0.0.1:6379{path}")
+        for url in ("redis://127.0.0.1", "redis://127.0.0.1/", "rediss://h:1/15", "unix:///r.sock"):
+            RedisStore(url)  # no I/O: accepted
 
     async def test_bad_extensions_and_sweep_limits_are_refused_before_any_io(
         self, store: RedisStore

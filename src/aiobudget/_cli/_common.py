@@ -19,7 +19,7 @@ from .._budget import Budget
 from .._errors import BackendError, InvalidAmount
 from .._units import COST, usd
 from ..kernel import MAX_AMOUNT, check_amount
-from ..stores.redis import RedisStore, redact
+from ..stores.redis import RedisStore, check_url, redact
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -217,8 +217,9 @@ async def open_redis(url: str, prefix: str) -> AsyncIterator[RedisStore]:
             "Redis support needs the redis package: pip install 'aiobudget[redis]'"
         ) from None
     try:
+        check_url(url)
         client = Redis.from_url(url, socket_connect_timeout=5)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise BadUsage(f"invalid Redis URL {redact(url)!r}: {exc}") from None
     try:
         try:

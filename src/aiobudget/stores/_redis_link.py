@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Final, final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import anyio
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from ._redis_account import RedisHeld
 
-__all__ = ["Link", "redact", "server_risks"]
+__all__ = ["Link", "check_url", "redact", "server_risks"]
 
 _CONNECT_TIMEOUT: Final = 5.0  # defaults for a client built from a URL (the URL may override)
 _HEALTH_CHECK: Final = 1  # seconds
@@ -278,6 +279,20 @@ async def _close_at_shutdown(link: Link, state: _LoopState) -> AsyncGenerator[No
     finally:
         link._forget_state(state)
         await state.close()
+
+
+def check_url(url: str) -> None:
+    """Refuse (ValueError) a URL that redis-py rejects, or that it would misread: it takes
+    a database it cannot read as a number (``redis://host:6379/abc``) for database 0."""
+    require_redis().asyncio.connection.parse_url(url)
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        path = unquote(parts.path)
+        if not _DATABASE.fullmatch(path):
+            raise ValueError(f"the path must be a database number, like /0, not {path!r}")
+
+
+_DATABASE: Final = re.compile(r"/?[0-9]*")
 
 
 def redact(url: str) -> str:

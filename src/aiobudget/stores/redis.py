@@ -88,7 +88,7 @@ from ._redis_layout import (
     tree_keys,
     windows_closed,
 )
-from ._redis_link import Link, redact
+from ._redis_link import Link, check_url, redact
 from ._redis_scripts import backend_errors, require_redis, run, scripts, text
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ if TYPE_CHECKING:
     from ..kernel import Snapshot
     from ..protocols import Account
 
-__all__ = ["RedisStore", "redact"]
+__all__ = ["RedisStore", "check_url", "redact"]
 
 _TICKET_TTL: Final = 5.0  # seconds a waiter's ticket lives without being renewed
 _REMEMBER: Final = 30.0  # seconds a closed lease's (or a charge's) outcome is remembered
@@ -133,7 +133,7 @@ class RedisStore:
         given: Any = None
         if isinstance(client_or_url, str):
             try:  # a malformed URL is refused here, not at the first operation
-                redis.asyncio.connection.parse_url(client_or_url)
+                check_url(client_or_url)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"not a Redis URL: {client_or_url!r} ({exc})") from None
             url = client_or_url
