@@ -437,6 +437,9 @@ def redis_args(redis_url: str, redis_prefix: str) -> list[str]:
     return ["--redis", redis_url, "--prefix", redis_prefix]
 
 
+STORED = {TOKENS: Limit(10_000, warn=8_000), CALLS: 50}  # the limits of `stored`
+
+
 @pytest.fixture
 def stored(redis_url: str, redis_prefix: str, redis_args: list[str]) -> str:
     """A budget 'tenant-7' in Redis: tokens 1,200 of 10,000 (warn 8,000), calls 3 of 50."""
@@ -444,7 +447,7 @@ def stored(redis_url: str, redis_prefix: str, redis_args: list[str]) -> str:
         redis_url,
         redis_prefix,
         "tenant-7",
-        {TOKENS: Limit(10_000, warn=8_000), CALLS: 50},
+        STORED,
         tokens=1_200,
         calls=3,
     )
@@ -511,9 +514,8 @@ class TestWithRedis:
         stored: str,
     ) -> None:
         """show says how many reservations are held and waiting, in text and JSON."""
-        limits = {TOKENS: Limit(10_000, warn=8_000), CALLS: 50}
         for _ in range(2):
-            _hold(redis_url, redis_prefix, stored, limits, tokens=100)
+            _hold(redis_url, redis_prefix, stored, STORED, tokens=100)
         assert main(["show", stored, *redis_args]) == 0
         assert "reservations: 2 held, 0 waiting" in capsys.readouterr().out
         _, shown = self._show(capsys, redis_args, stored)
@@ -684,7 +686,7 @@ class TestRepair:
             redis_url,
             redis_prefix,
             stored,
-            {TOKENS: Limit(10_000, warn=8_000), CALLS: 50},
+            STORED,
             tokens=100,
         )
         client = redis.Redis.from_url(redis_url)
